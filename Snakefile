@@ -1,0 +1,28 @@
+# Contrast-enhanced T1 synthesis from non-contrast MRI: the study of Chen et al. (3D HR-FCN) as one DAG.
+#
+#   raw scans -> validate -> coregister -> skullstrip -> preprocess -> split
+#             -> train_stage1 -> train_stage2 -> infer -> metrics -> study tables/figures -> report
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+configfile: "config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/preprocess.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+
+
+report: "report/workflow.rst"
+
+
+rule all:
+    default_target: True
+    input:
+        [study_file(study, "summary.html") for study in STUDIES],

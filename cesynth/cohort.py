@@ -1,0 +1,74 @@
+"""The cohort: which scans exist, and the A/B split of the study (paper section III-A).
+
+Set B holds the scans that carry an expert tumour mask (tumour-region evaluation). Set A holds
+the rest and is split BY PATIENT into training and validation (= test set A), so no patient has
+scans on both sides. Other scans of a set-B patient go to test set A, never to training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import demo
+from .validate import InputError, Problem
+
+SETS = ("train", "test_A", "B")
+
+
+def load_samples(input_cfg: dict, demo_cfg: dict, demo_dir) -> pd.DataFrame:
+    """The sample table: patient, scan, one path column per modality, tumour_mask ('' when none)."""
+    if input_cfg["source"] == "demo":
+        return demo.scan_table(demo_cfg, demo_dir)
+    path = Path(input_cfg["samplesheet"])
+    sep = "," if path.suffix.lower() == ".csv" else "\t"
+    table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    if "tumour_mask" not in table.columns:
+        table["tumour_mask"] = ""
+    base = path.parent  # relative paths in a sheet are relative to the sheet
+    for column in table.columns.difference(["patient", "scan"]):
+        table[column] = [str(base / p) if p and not Path(p).is_absolute() else p for p in table[column]]
+    return table
+
+
+def split_cohort(table: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
+    """Assign every scan to train, test_A or B; deterministic given ``seed``."""
+    is_b = table.tumour_mask.astype(str).str.len() > 0
+    b_patients = set(table.patient[is_b])
+    a_patients = sorted(set(table.patient) - b_patients)
+    rng = np.random.default_rng(seed)
+    n_val = max(1, round(val_fraction * len(a_patients))) if len(a_patients) > 1 else 0
+    val_patients = set(rng.permutation(a_patients)[:n_val]) | b_patients
+    sets = np.where(is_b, "B", np.where(table.patient.isin(val_patients), "test_A", "train"))
+    return pd.DataFrame({"scan": table.scan, "patient": table.patient, "set": sets})
+
+
+def check_split(split: pd.DataFrame, table: pd.DataFrame) -> list[Problem]:
+    """Problems of a user-supplied split: unknown sets, leaked patients, set B without masks."""
+    problems = [Problem(s, "", f"unknown set {v!r}; use one of {SETS}") for s, v in zip(split.scan, split.set)
+                if v not in SETS]
+    masks = dict(zip(table.scan, table.tumour_mask.astype(str)))
+    problems += [Problem(s, "", "is in set B but has no tumour_mask in the sample sheet")
+                 for s in split.scan[split.set == "B"] if not masks.get(s)]
+    problems += [Problem(s, "", "is in the split table but not in the sample sheet") for s in split.scan
+                 if s not in masks]
+    train_patients = set(split.patient[split.set == "train"])
+    for patient in sorted(train_patients & set(split.patient[split.set != "train"])):
+        problems.append(Problem(",".join(split.scan[split.patient == patient]), "",
+                                f"patient {patient} has scans in training and in a test set"))
+    return problems
+
+
+def load_split(split_cfg: dict, table: pd.DataFrame) -> pd.DataFrame:
+    """The configured split: a user's table if given, else :func:`split_cohort`."""
+    if split_cfg.get("table"):
+        split = pd.read_csv(split_cfg["table"], sep="\t", dtype=str)
+        if "patient" not in split.columns:
+            split = split.merge(table[["scan", "patient"]], on="scan", how="left")
+        problems = check_split(split, table)
+        if problems:
+            raise InputError(problems)
+        return split[["scan", "patient", "set"]]
+    return split_cohort(table, split_cfg["val_fraction"], split_cfg["seed"])

@@ -1,0 +1,106 @@
+"""Model-space preprocessing of one co-registered, skull-stripped scan (paper section III-A).
+
+Steps, in order:
+
+1. reorient the reference grid to RAS (so axis 2 is inferior->superior: axial slices);
+2. resize every volume to ``shape`` (paper: 192x256x192) by trilinear interpolation, keeping the
+   field of view, and record the new affine (so outputs stay in scanner space);
+3. mask with the brain mask;
+4. equalize inside the brain (``histogram``: the empirical CDF of brain voxels, i.e. classic
+   histogram equalization restricted to the brain, the paper's "image equalization";
+   ``percentile``: linear 0.5/99.5-percentile window; ``none``: min-max), which puts brain
+   voxels in [0, 1] and leaves background 0;
+5. the rough enhancement mask M = (CE-T1 - T1 > delta) for the local loss (section III-C).
+
+The result is a channel stack (Z, Y, X) per channel, written by :func:`cesynth.io.save_stack`.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+EQUALIZATION_METHODS = ("histogram", "percentile", "none")
+
+
+def canonical(path):
+    """Load a NIfTI image reoriented to RAS; returns (array float32, affine)."""
+    img = nib.as_closest_canonical(nib.load(str(path)))
+    return np.asarray(img.dataobj, dtype=np.float32), img.affine
+
+
+def resize(volume: np.ndarray, affine: np.ndarray, shape, order=1):
+    """Resample ``volume`` to ``shape`` over the same field of view; returns (array, affine).
+
+    Voxel centres are placed so that the outer voxel edges of both grids coincide.
+    """
+    scale = np.asarray(volume.shape, dtype=float) / np.asarray(shape, dtype=float)
+    offset = 0.5 * scale - 0.5  # output voxel centre -> input voxel coordinate
+    out = ndimage.affine_transform(volume, np.diag(scale), offset=offset, output_shape=tuple(shape), order=order,
+                                   mode="nearest")
+    new_affine = affine.copy()
+    new_affine[:3, :3] = affine[:3, :3] * scale
+    new_affine[:3, 3] = affine[:3, :3] @ offset + affine[:3, 3]
+    return out.astype(np.float32), new_affine
+
+
+def equalize(volume: np.ndarray, mask: np.ndarray, method="histogram") -> np.ndarray:
+    """Map brain voxels to [0, 1] with the chosen method; background becomes 0."""
+    values = volume[mask]
+    out = np.zeros_like(volume, dtype=np.float32)
+    if values.size == 0:
+        return out
+    if method == "histogram":
+        # Rank of each value among brain voxels = empirical CDF; ties share the upper rank.
+        sorted_values = np.sort(values)
+        out[mask] = np.searchsorted(sorted_values, values, side="right") / values.size
+    elif method == "percentile":
+        low, high = np.percentile(values, [0.5, 99.5])
+        out[mask] = np.clip((values - low) / max(high - low, 1e-8), 0, 1)
+    elif method == "none":
+        low, high = values.min(), values.max()
+        out[mask] = (values - low) / max(high - low, 1e-8)
+    else:
+        raise ValueError(f"unknown equalization {method!r}; choose one of {EQUALIZATION_METHODS}")
+    return out
+
+
+def enhancement_mask(ce_t1: np.ndarray, t1: np.ndarray, delta: float) -> np.ndarray:
+    """Rough enhancing-tissue mask of the local loss: CE-T1 - T1 > delta (paper: delta = 0.1)."""
+    return (ce_t1 - t1) > delta
+
+
+def preprocess_scan(reference_path, input_paths: dict, brain_mask_path, shape, equalization="histogram",
+                    delta=0.1, reference_name="ce_t1", tumour_mask_path=None):
+    """Build the model-space stack of one scan.
+
+    ``input_paths`` maps modality names to images already on the reference grid (co-registered).
+    Returns (stack (C, Z, Y, X) float32, channel names, affine of the model grid).
+    """
+    reference, ref_affine = canonical(reference_path)
+    mask_native, _ = canonical(brain_mask_path)
+    mask, affine = resize(mask_native, ref_affine, shape)
+    mask = mask >= 0.5
+
+    channels, volumes = [], []
+    for name, path in [*input_paths.items(), (reference_name, reference_path)]:
+        volume = reference if path == reference_path else canonical(path)[0]
+        if volume.shape != reference.shape:
+            raise ValueError(f"{path}: grid {volume.shape} differs from the reference grid {reference.shape}; "
+                             "co-register it first")
+        resized, _ = resize(volume, ref_affine, shape)
+        channels.append(name)
+        volumes.append(equalize(resized, mask, equalization))
+    channels.append("brain_mask")
+    volumes.append(mask.astype(np.float32))
+    if reference_name != "t1" and "t1" in input_paths:
+        channels.append("enhancement_mask")
+        volumes.append(enhancement_mask(volumes[channels.index(reference_name)],
+                                        volumes[channels.index("t1")], delta).astype(np.float32))
+    if tumour_mask_path:
+        tumour, _ = canonical(tumour_mask_path)
+        channels.append("tumour_mask")
+        volumes.append(((resize(tumour, ref_affine, shape)[0] >= 0.5) & mask).astype(np.float32))
+    stack = np.stack([np.transpose(v, (2, 1, 0)) for v in volumes])  # (X,Y,Z) -> (Z,Y,X)
+    return stack, channels, affine

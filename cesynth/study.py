@@ -1,0 +1,96 @@
+"""The study design as data: models with their settings, studies, output paths.
+
+Snakemake's rules ask this module where things live (one path builder, so every rule names its
+files the same way) and what each model needs (its inputs, its merged settings).
+"""
+
+from __future__ import annotations
+
+import copy
+
+TRAINING_KEYS_PER_MODEL = ("architecture", "inputs", "width", "stage1_from")
+
+RESULTS = "results"
+PATHS = {
+    "demo_dir": "{r}/demo",
+    "demo_sheet": "{r}/demo/samples.tsv",
+    "validated": "{r}/qc/inputs_validated.tsv",
+    "split": "{r}/split.tsv",
+    "coregistered": "{r}/preproc/{scan}/{scan}_space-ref_{mod}.nii.gz",
+    "transform": "{r}/preproc/{scan}/{scan}_from-{mod}_to-ref.mat",
+    "coreg_qc": "{r}/preproc/{scan}/{scan}_from-{mod}_qc.json",
+    "brain_mask": "{r}/preproc/{scan}/{scan}_desc-brain_mask.nii.gz",
+    "skullstrip_qc": "{r}/preproc/{scan}/{scan}_desc-brain_qc.json",
+    "stack": "{r}/preproc/{scan}/{scan}_desc-preproc.npy",
+    "stack_json": "{r}/preproc/{scan}/{scan}_desc-preproc.json",
+    "weights": "{r}/models/{model}/stage{stage}/weights.pt",
+    "history": "{r}/models/{model}/stage{stage}/history.tsv",
+    "checkpoints": "{r}/models/{model}/stage{stage}/checkpoints",
+    "synth": "{r}/models/{model}/synth/{scan}_desc-synth_{ref}.nii.gz",
+    "metrics": "{r}/models/{model}/metrics.tsv",
+    "study": "{r}/studies/{study}/{name}",
+    "log": "{r}/logs/{rule}/{name}.log",
+    "benchmark": "{r}/benchmarks/{rule}/{name}.tsv",
+}
+
+
+def path(kind: str, **entities) -> str:
+    """The path of one kind of output; entities not given stay as Snakemake wildcards."""
+    template = PATHS[kind]
+    names = {"r": RESULTS, **entities}
+    return template.format_map(_KeepMissing(names))
+
+
+class _KeepMissing(dict):
+    def __missing__(self, key):
+        return "{" + key + "}"
+
+
+def model_settings(config: dict, model: str) -> dict:
+    """Training settings of one model: the ``training`` defaults overridden by the model entry."""
+    entry = config["models"][model]
+    settings = copy.deepcopy(config["training"])
+    for key, value in entry.items():
+        if key in ("stage1", "stage2"):
+            settings[key] = {**settings[key], **value}
+        elif key not in TRAINING_KEYS_PER_MODEL:
+            settings[key] = value
+    settings["target"] = config["reference"]
+    return settings
+
+
+def model_spec(config: dict, model: str) -> dict:
+    entry = config["models"][model]
+    return {"architecture": entry["architecture"], "inputs": list(entry["inputs"]), "width": entry.get("width", 1.0)}
+
+
+def stage1_owner(config: dict, model: str) -> str:
+    """The model whose stage-1 weights ``model`` fine-tunes in stage 2 (itself unless shared)."""
+    return config["models"][model].get("stage1_from", model)
+
+
+def check_config(config: dict) -> list[str]:
+    """Cross-field problems that a JSON schema cannot express."""
+    problems = []
+    modalities = set(config["modalities"])
+    for name, entry in config["models"].items():
+        unknown = [m for m in entry["inputs"] if m not in modalities]
+        if unknown:
+            problems.append(f"model {name}: inputs {unknown} are not among modalities {sorted(modalities)}")
+        if "t1" not in entry["inputs"]:
+            problems.append(f"model {name}: the local loss needs t1 among the inputs (M = CE-T1 - T1 > delta)")
+        owner = entry.get("stage1_from")
+        if owner is not None:
+            if owner not in config["models"]:
+                problems.append(f"model {name}: stage1_from {owner!r} is not a model")
+            elif model_spec(config, owner) != model_spec(config, name):
+                problems.append(f"model {name}: stage1_from {owner!r} must have the same architecture, inputs "
+                                "and width")
+    for study, models in config["studies"].items():
+        unknown = [m for m in models if m not in config["models"]]
+        if unknown:
+            problems.append(f"study {study}: unknown model(s) {unknown}")
+    patch, shape = config["training"]["patch"], config["preprocess"]["shape"]
+    if patch[0] > shape[2] or patch[1] > shape[1] or patch[2] > shape[0]:
+        problems.append(f"training.patch {patch} (slices, Y, X) does not fit preprocess.shape {shape} (X, Y, Z)")
+    return problems

@@ -1,0 +1,137 @@
+"""Checks of the sample sheet and of every input file, before any work is done.
+
+Two levels, so that the DAG builds fast for large cohorts:
+
+* :func:`check_sheet` looks only at the table (columns, ids, duplicates, sets). Snakemake runs it
+  when it parses the workflow; it reads no image.
+* :func:`check_files` opens every image of every scan (3-D, finite, not constant, plausible
+  voxel size, masks binary and on the reference grid). The ``validate_inputs`` rule runs it as
+  the first job; every per-scan job depends on its report, so a bad file stops the run before work.
+
+Each problem is a :class:`Problem` naming the scan, the file and what is wrong; all problems are
+reported together, one line each.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+VOXEL_MM_RANGE = (0.1, 10.0)
+
+
+@dataclass(frozen=True)
+class Problem:
+    scan: str
+    file: str
+    problem: str
+
+    def __str__(self):
+        where = f" ({self.file})" if self.file else ""
+        return f"scan {self.scan}{where}: {self.problem}"
+
+
+class InputError(ValueError):
+    """Raised with every problem found, one per line."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s) in the input scans:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def check_sheet(table: pd.DataFrame, modalities: list[str], check_exists=True) -> list[Problem]:
+    """Problems visible in the table itself (and, optionally, missing files)."""
+    missing_columns = [c for c in ["patient", "scan", *modalities] if c not in table.columns]
+    if missing_columns:
+        return [Problem("*", "", f"sample sheet lacks column(s) {missing_columns}; it has {list(table.columns)}")]
+    problems = []
+    for column in ("patient", "scan"):
+        for value in table[column].astype(str):
+            if not SAFE_ID.match(value):
+                problems.append(Problem(value, "", f"{column} id {value!r} may only contain letters, digits, "
+                                                   "'.', '_' and '-' (it becomes part of file names and commands)"))
+    for scan in table.scan[table.scan.duplicated()].unique():
+        problems.append(Problem(scan, "", "scan id appears more than once in the sample sheet"))
+    if check_exists:
+        for row in table.itertuples(index=False):
+            for column in [*modalities, "tumour_mask"]:
+                path = _path(row, column)
+                if path and not Path(path).is_file():
+                    problems.append(Problem(row.scan, path, f"{column} file does not exist"))
+    return problems
+
+
+def check_files(table: pd.DataFrame, modalities: list[str], reference: str) -> list[Problem]:
+    """Open every image and report what would break or silently spoil training."""
+    problems = []
+    for row in table.itertuples(index=False):
+        ref_shape = ref_affine = None
+        for column in modalities:
+            path = _path(row, column)
+            img, problem = _open(path)
+            if problem:
+                problems.append(Problem(row.scan, path, f"{column}: {problem}"))
+                continue
+            problems += [Problem(row.scan, path, f"{column}: {p}") for p in _image_problems(img)]
+            if column == reference:
+                ref_shape, ref_affine = img.shape, img.affine
+        mask_path = _path(row, "tumour_mask")
+        if mask_path:
+            img, problem = _open(mask_path)
+            if problem:
+                problems.append(Problem(row.scan, mask_path, f"tumour_mask: {problem}"))
+            else:
+                problems += [Problem(row.scan, mask_path, f"tumour_mask: {p}")
+                             for p in _mask_problems(img, ref_shape, ref_affine)]
+    return problems
+
+
+def _path(row, column) -> str:
+    value = getattr(row, column, "")
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+
+
+def _open(path):
+    if not Path(path).is_file():
+        return None, "file does not exist"
+    try:
+        img = nib.load(path)
+        img.get_fdata(dtype=np.float32)  # decompress fully: a truncated .gz fails only here
+    except Exception as error:  # nibabel raises many types for corrupt files
+        return None, f"cannot be read as NIfTI ({type(error).__name__}: {error})"
+    return img, None
+
+
+def _image_problems(img) -> list[str]:
+    problems = []
+    shape = img.shape
+    if len(shape) != 3 and not (len(shape) == 4 and shape[3] == 1):
+        return [f"image must be 3-D, but has shape {shape}"]
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    n_bad = int((~np.isfinite(data)).sum())
+    if n_bad:
+        problems.append(f"{n_bad} voxel(s) are NaN or infinite")
+    finite = data[np.isfinite(data)]
+    if finite.size == 0 or finite.min() == finite.max():
+        problems.append("image is empty or constant")
+    zooms = img.header.get_zooms()[:3]
+    if not all(VOXEL_MM_RANGE[0] <= z <= VOXEL_MM_RANGE[1] for z in zooms):
+        problems.append(f"implausible voxel size {tuple(round(float(z), 3) for z in zooms)} mm "
+                        f"(expected {VOXEL_MM_RANGE[0]}-{VOXEL_MM_RANGE[1]} mm)")
+    return problems
+
+
+def _mask_problems(img, ref_shape, ref_affine) -> list[str]:
+    problems = []
+    data = np.asarray(img.dataobj)
+    if not np.isin(np.unique(data), [0, 1]).all():
+        problems.append("mask is not binary (values other than 0 and 1)")
+    if ref_shape is not None and (img.shape[:3] != ref_shape[:3] or not np.allclose(img.affine, ref_affine, atol=1e-3)):
+        problems.append("mask is not on the reference image's grid (shape or affine differ)")
+    return problems

@@ -1,0 +1,49 @@
+# Cohort, split and path helpers shared by all rules. Reads only the sample sheet at parse time.
+
+import pandas as pd
+
+from cesynth import study as S
+from cesynth.cohort import load_samples, load_split
+from cesynth.validate import InputError, check_sheet
+
+problems = S.check_config(config)
+if problems:
+    raise ValueError("config.yaml:\n" + "\n".join(f"  - {p}" for p in problems))
+
+REF = config["reference"]
+MODALITIES = config["modalities"]
+MOVING = [m for m in MODALITIES if m != REF]
+STUDIES = list(config["studies"])
+MODELS_IN_STUDIES = sorted({m for models in config["studies"].values() for m in models})
+
+SAMPLES = load_samples(config["input"], config["demo"], S.path("demo_dir")).set_index("scan", drop=False)
+_sheet_problems = check_sheet(SAMPLES, [*MODALITIES, REF], check_exists=config["input"]["source"] != "demo")
+if _sheet_problems:
+    raise InputError(_sheet_problems)
+SPLIT = load_split(config["split"], SAMPLES.reset_index(drop=True)).set_index("scan", drop=False)
+TRAIN = list(SPLIT.scan[SPLIT.set == "train"])
+TEST = list(SPLIT.scan[SPLIT.set != "train"])
+
+
+wildcard_constraints:
+    scan="|".join(map(re.escape, SAMPLES.scan)),
+    mod="|".join(MOVING),
+    model="|".join(map(re.escape, config["models"])),
+    stage="1|2",
+    study="|".join(STUDIES),
+
+
+def raw(scan, modality):
+    return SAMPLES.at[scan, modality]
+
+
+def log(rule, name):
+    return S.path("log", rule=rule, name=name)
+
+
+def benchmark(rule, name):
+    return S.path("benchmark", rule=rule, name=name)
+
+
+def stacks(scans):
+    return [S.path("stack", scan=s) for s in scans]

@@ -1,0 +1,81 @@
+# Metrics per model (paper section IV-A), then one target rule per study: tables, t-tests, figures.
+
+
+rule metrics:
+    """MAE, PSNR, SSIM in the brain (test A and B) and in the expert tumour mask (B), per scan."""
+    input:
+        synth=[S.path("synth", scan=s, ref=REF) for s in TEST],
+        stacks=stacks(TEST),
+    output:
+        S.path("metrics"),
+    params:
+        scans=TEST,
+        sets=[SPLIT.at[s, "set"] for s in TEST],
+        reference=REF,
+        **config["evaluation"],
+    log:
+        log("metrics", "{model}"),
+    script:
+        "../workflow_scripts/metrics.py"
+
+
+def study_file(study, name):
+    return S.path("study", study=study, name=name)
+
+
+for _study, _models in config["studies"].items():
+
+    rule:
+        name:
+            _study
+        input:
+            metrics=[S.path("metrics", model=m) for m in _models],
+            synth=[[S.path("synth", model=m, scan=s, ref=REF) for s in TEST] for m in _models],
+            histories=[
+                [S.path("history", model=S.stage1_owner(config, m), stage=1), S.path("history", model=m, stage=2)]
+                for m in _models
+            ],
+            stacks=stacks(TEST),
+        output:
+            metrics=study_file(_study, "metrics.tsv"),
+            summary=report(
+                study_file(_study, "summary.html"),
+                caption="../report/summary.rst",
+                category=_study,
+                labels={"figure": "results table"},
+            ),
+            summary_tsv=study_file(_study, "summary.tsv"),
+            ttests=report(
+                study_file(_study, "ttests.html"),
+                caption="../report/ttests.rst",
+                category=_study,
+                labels={"figure": "paired t-tests"},
+            ),
+            ttests_tsv=study_file(_study, "ttests.tsv"),
+            qualitative=report(
+                study_file(_study, "qualitative.png"),
+                caption="../report/qualitative.rst",
+                category=_study,
+                labels={"figure": "qualitative panel"},
+            ),
+            distributions=report(
+                study_file(_study, "metric_distributions.png"),
+                caption="../report/distributions.rst",
+                category=_study,
+                labels={"figure": "metric distributions"},
+            ),
+            curves=report(
+                study_file(_study, "training_curves.png"),
+                caption="../report/curves.rst",
+                category=_study,
+                labels={"figure": "training curves"},
+            ),
+        params:
+            models=_models,
+            scans=TEST,
+            modalities=MODALITIES,
+            reference=REF,
+        log:
+            log("study", _study),
+        script:
+            "../workflow_scripts/study.py"

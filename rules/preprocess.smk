@@ -1,0 +1,123 @@
+# Input checks and per-scan preprocessing (paper section III-A), one scan's small steps grouped.
+
+
+if config["input"]["source"] == "demo":
+
+    rule demo_cohort:
+        """Write the built-in phantom cohort and its sample sheet."""
+        output:
+            sheet=S.path("demo_sheet"),
+            images=[SAMPLES.at[s, c] for s in SAMPLES.scan for c in [*MODALITIES, REF]],
+            masks=[p for p in SAMPLES.tumour_mask if p],
+        params:
+            demo=config["demo"],
+            out_dir=S.path("demo_dir"),
+        log:
+            log("demo_cohort", "demo"),
+        script:
+            "../workflow_scripts/demo_cohort.py"
+
+
+rule validate_inputs:
+    """Open every input image; stop before any work with one line per problem."""
+    input:
+        images=[SAMPLES.at[s, c] for s in SAMPLES.scan for c in [*MODALITIES, REF]],
+        masks=[p for p in SAMPLES.tumour_mask if p],
+    output:
+        S.path("validated"),
+    params:
+        samples=SAMPLES.to_dict("records"),
+        modalities=[REF, *MOVING],
+        reference=REF,
+    log:
+        log("validate_inputs", "all"),
+    script:
+        "../workflow_scripts/validate_inputs.py"
+
+
+rule coregister:
+    """Register one input modality onto the reference (CE-T1) with ANTs, resampled to its grid."""
+    input:
+        moving=lambda w: raw(w.scan, w.mod),
+        reference=lambda w: raw(w.scan, REF),
+        validated=S.path("validated"),
+    output:
+        image=S.path("coregistered"),
+        transform=S.path("transform"),
+        qc=S.path("coreg_qc"),
+    params:
+        transform=config["registration"]["transform"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    group:
+        "scan"
+    log:
+        log("coregister", "{scan}_{mod}"),
+    benchmark:
+        benchmark("coregister", "{scan}_{mod}")
+    script:
+        "../workflow_scripts/coregister.py"
+
+
+rule skullstrip:
+    """Brain mask of the reference: FSL BET when installed, else the pure-Python BET."""
+    input:
+        reference=lambda w: raw(w.scan, REF),
+        validated=S.path("validated"),
+    output:
+        mask=S.path("brain_mask"),
+        qc=S.path("skullstrip_qc"),
+    params:
+        **config["skullstrip"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    group:
+        "scan"
+    log:
+        log("skullstrip", "{scan}"),
+    benchmark:
+        benchmark("skullstrip", "{scan}")
+    script:
+        "../workflow_scripts/skullstrip.py"
+
+
+rule preprocess:
+    """Mask, resize to the model grid, equalize to [0,1], enhancement mask M = CE-T1 - T1 > delta."""
+    input:
+        reference=lambda w: raw(w.scan, REF),
+        coregistered=expand(S.path("coregistered"), mod=MOVING, allow_missing=True),
+        mask=S.path("brain_mask"),
+        tumour_mask=lambda w: raw(w.scan, "tumour_mask") or [],
+    output:
+        stack=S.path("stack"),
+        meta=S.path("stack_json"),
+    params:
+        modalities=MODALITIES,
+        moving=MOVING,
+        reference=REF,
+        **config["preprocess"],
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    group:
+        "scan"
+    log:
+        log("preprocess", "{scan}"),
+    script:
+        "../workflow_scripts/preprocess.py"
+
+
+rule split:
+    """Set B = scans with expert tumour masks; set A split by patient into train and test A."""
+    output:
+        S.path("split"),
+    params:
+        split=SPLIT.to_dict("records"),
+    log:
+        log("split", "split"),
+    script:
+        "../workflow_scripts/split.py"

@@ -1,0 +1,37 @@
+"""Shared fixtures: small real images and preprocessed stacks made on the fly."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cesynth.io import save_stack
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+TCGA = SHARED / "data" / "tcga-fg-6692"
+
+
+def make_stack(path: Path, seed: int, shape=(12, 32, 32), tumour=False):
+    """A synthetic preprocessed scan (Z, Y, X) whose CE-T1 is a learnable function of T1 and T2."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    brain = (x**2 + y**2 + (z / 1.2) ** 2) < 0.8
+    t1 = np.clip(0.5 + 0.2 * np.sin(3 * x + seed) + 0.05 * rng.normal(size=shape), 0, 1) * brain
+    t2 = np.clip(0.5 + 0.3 * np.cos(4 * y - seed), 0, 1) * brain
+    adc = np.clip(0.4 + 0.2 * x * y, 0, 1) * brain
+    lesion = ((x - 0.2) ** 2 + (y + 0.1) ** 2 + z**2) < 0.08
+    ce = np.clip(t1 + 0.4 * lesion * t2, 0, 1) * brain
+    channels = {"t1": t1, "t2": t2, "adc": adc, "ce_t1": ce, "brain_mask": brain,
+                "enhancement_mask": (ce - t1) > 0.1}
+    if tumour:
+        channels["tumour_mask"] = lesion & brain
+    stack = np.stack([np.asarray(v, dtype=np.float32) for v in channels.values()])
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    save_stack(stack, list(channels), affine, path, path.with_suffix(".json"))
+    return path
+
+
+@pytest.fixture
+def stacks(tmp_path):
+    return [make_stack(tmp_path / f"S{i}_desc-preproc.npy", seed=i, tumour=(i == 3)) for i in range(4)]

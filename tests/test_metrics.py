@@ -1,0 +1,165 @@
+import math
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from cesynth import metrics
+
+
+@pytest.fixture
+def vols():
+    rng = np.random.default_rng(0)
+    gt = gaussian_filter(rng.random((40, 36, 5)), sigma=(2, 2, 0))
+    gt = (gt - gt.min()) / (gt.max() - gt.min())
+    pred = np.clip(gt + 0.05 * rng.standard_normal(gt.shape), 0, 1)
+    return gt, pred
+
+
+def test_mae_psnr_by_hand():
+    gt = np.zeros((2, 2, 1))
+    pred = np.array([0.1, 0.3, 0.5, 0.9]).reshape(2, 2, 1)
+    mask = np.array([True, True, False, False]).reshape(2, 2, 1)
+    assert metrics.mae(gt, pred, mask) == pytest.approx(0.2)
+    mse = (0.01 + 0.09) / 2
+    assert metrics.psnr(gt, pred, mask, 0.5) == pytest.approx(10 * math.log10(0.25 / mse))
+
+
+def test_empty_mask_is_nan(vols):
+    gt, pred = vols
+    empty = np.zeros(gt.shape, bool)
+    assert math.isnan(metrics.mae(gt, pred, empty))
+    assert math.isnan(metrics.psnr(gt, pred, empty, 1.0))
+    assert math.isnan(metrics.ssim(gt, pred, empty))
+
+
+def test_psnr_matches_skimage_full_mask(vols):
+    gt, pred = vols
+    full = np.ones(gt.shape, bool)
+    expected = peak_signal_noise_ratio(gt, pred, data_range=1.0)
+    assert metrics.psnr(gt, pred, full, 1.0) == pytest.approx(expected)
+
+
+def test_ssim_reference_matches_skimage_defaults(vols):
+    gt, pred = vols
+    expected = np.mean([
+        structural_similarity(gt[..., i], pred[..., i], data_range=1.0) for i in range(gt.shape[-1])
+    ])
+    assert metrics.ssim(gt, pred, protocol="reference") == pytest.approx(expected)
+
+
+def test_ssim_reference_uses_only_slices_with_mask(vols):
+    gt, pred = vols
+    mask = np.zeros(gt.shape, bool)
+    mask[10:12, 10:12, 2] = True
+    expected = structural_similarity(gt[..., 2], pred[..., 2], data_range=1.0)
+    assert metrics.ssim(gt, pred, mask, protocol="reference") == pytest.approx(expected)
+
+
+def test_ssim_paper_full_mask_matches_skimage_gaussian(vols):
+    gt, pred = vols
+    expected = np.mean([
+        structural_similarity(
+            gt[..., i], pred[..., i], data_range=1.0,
+            gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+        )
+        for i in range(gt.shape[-1])
+    ])
+    full = np.ones(gt.shape, bool)
+    assert metrics.ssim(gt, pred, full, protocol="paper") == pytest.approx(expected, abs=1e-10)
+    assert metrics.ssim(gt, pred, protocol="paper") == pytest.approx(expected, abs=1e-10)
+
+
+def test_ssim_paper_masked_averages_map_over_mask(vols):
+    gt, pred = vols
+    mask = np.zeros(gt.shape, bool)
+    mask[12:20, 8:30, 1] = True
+    mask[15:25, 15:25, 3] = True
+    expected = []
+    for i in (1, 3):
+        _, smap = structural_similarity(
+            gt[..., i], pred[..., i], data_range=1.0, full=True,
+            gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+        )
+        expected.append(smap[mask[..., i]].mean())
+    assert metrics.ssim(gt, pred, mask) == pytest.approx(np.mean(expected), abs=1e-10)
+
+
+def test_ssim_rejects_unknown_protocol(vols):
+    gt, pred = vols
+    with pytest.raises(ValueError):
+        metrics.ssim(gt, pred, protocol="brasyn")
+
+
+def test_enhancement_dice_hand_cases():
+    t1 = np.zeros((4, 1, 1))
+    mask = np.ones((4, 1, 1), bool)
+    gt = np.array([0.5, 0.5, 0.0, 0.0]).reshape(4, 1, 1)
+    pred = np.array([0.5, 0.0, 0.5, 0.0]).reshape(4, 1, 1)
+    out = metrics.enhancement_dice(gt, pred, t1, mask)
+    assert out == {"dice": pytest.approx(0.5), "sensitivity": pytest.approx(0.5)}
+    # Voxels outside the mask are ignored.
+    mask[2] = False
+    out = metrics.enhancement_dice(gt, pred, t1, mask)
+    assert out["dice"] == pytest.approx(2 / 3)
+    # Threshold is strict: a difference of exactly delta is not enhancing.
+    out = metrics.enhancement_dice(gt, np.full_like(gt, 0.1), t1, np.ones_like(mask), delta=0.1)
+    assert out == {"dice": 0.0, "sensitivity": 0.0}
+
+
+def test_enhancement_dice_empty_conventions():
+    z = np.zeros((3, 3, 1))
+    out = metrics.enhancement_dice(z, z, z, np.ones(z.shape, bool))
+    assert math.isnan(out["dice"]) and math.isnan(out["sensitivity"])
+    pred = z.copy()
+    pred[0, 0, 0] = 1.0
+    out = metrics.enhancement_dice(z, pred, z, np.ones(z.shape, bool))
+    assert out["dice"] == 0.0 and math.isnan(out["sensitivity"])
+
+
+BRAIN_KEYS = {f"{m}_brain" for m in ("mae", "psnr", "ssim", "dice_enh", "sens_enh")}
+TUMOUR_KEYS = {k.replace("_brain", "_tumour") for k in BRAIN_KEYS}
+
+
+def test_scan_metrics_keys_and_nan_tumour(vols):
+    gt, pred = vols
+    brain = np.ones(gt.shape, bool)
+    out = metrics.scan_metrics(gt, pred, np.zeros_like(gt), brain)
+    assert set(out) == BRAIN_KEYS | TUMOUR_KEYS
+    assert all(math.isnan(out[k]) for k in TUMOUR_KEYS)
+    assert all(math.isfinite(out[k]) for k in BRAIN_KEYS)
+
+
+def test_scan_metrics_max_i_per_protocol(vols):
+    gt, pred = vols
+    gt = 0.8 * gt  # brain max 0.8, so the two protocols' PSNR peaks differ
+    brain = np.zeros(gt.shape, bool)
+    brain[5:35, 5:30, :] = True
+    tumour = np.zeros(gt.shape, bool)
+    tumour[15:22, 15:22, 1:3] = True
+    t1 = np.zeros_like(gt)
+    paper = metrics.scan_metrics(gt, pred, t1, brain, tumour, protocol="paper")
+    ref = metrics.scan_metrics(gt, pred, t1, brain, tumour, protocol="reference")
+    assert paper["psnr_brain"] == pytest.approx(metrics.psnr(gt, pred, brain, gt[brain].max()))
+    assert paper["psnr_tumour"] == pytest.approx(metrics.psnr(gt, pred, tumour, gt[tumour].max()))
+    assert ref["psnr_brain"] == pytest.approx(metrics.psnr(gt, pred, brain, 1.0))
+    assert paper["mae_tumour"] == pytest.approx(metrics.mae(gt, pred, tumour))
+    assert paper["ssim_brain"] == pytest.approx(metrics.ssim(gt, pred, brain))
+    assert ref["ssim_brain"] == pytest.approx(metrics.ssim(gt, pred, brain, protocol="reference"))
+    assert paper["dice_enh_tumour"] == pytest.approx(
+        metrics.enhancement_dice(gt, pred, t1, tumour)["dice"]
+    )
+
+
+def test_percentile_norm(vols):
+    gt, pred = vols
+    brain = np.ones(gt.shape, bool)
+    normed = metrics.percentile_normalise(3 * gt + 1, brain)
+    assert normed.min() == 0.0 and normed.max() == 1.0
+    # Affine intensity changes of both images disappear after normalisation.
+    a = metrics.scan_metrics(gt, pred, np.zeros_like(gt), brain, percentile_norm=True)
+    b = metrics.scan_metrics(3 * gt + 1, 3 * pred + 1, np.ones_like(gt), brain, percentile_norm=True)
+    for k in BRAIN_KEYS:
+        assert a[k] == pytest.approx(b[k], nan_ok=True)
+    assert a["mae_brain"] != pytest.approx(metrics.scan_metrics(gt, pred, gt * 0, brain)["mae_brain"])

@@ -1,0 +1,92 @@
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cesynth.io import save_nifti
+from cesynth.preprocessing import canonical, enhancement_mask, equalize, preprocess_scan, resize
+
+
+def world_corners(shape, affine):
+    """World coordinates of the outer voxel edges along each axis."""
+    lo = affine @ np.array([-0.5, -0.5, -0.5, 1])
+    hi = affine @ np.array([*(np.asarray(shape) - 0.5), 1])
+    return lo[:3], hi[:3]
+
+
+def test_resize_keeps_field_of_view_and_values():
+    affine = np.array([[-1.0, 0, 0, 40], [0, 1.2, 0, -60], [0, 0, 3.0, -20], [0, 0, 0, 1]])
+    z, y, x = np.meshgrid(*[np.arange(n, dtype=float) for n in (20, 30, 10)], indexing="ij")
+    volume = (2 * z + 3 * y + x).astype(np.float32)  # linear: trilinear resampling reproduces it exactly
+    out, new_affine = resize(volume, affine, (40, 24, 16))
+    assert out.shape == (40, 24, 16)
+    np.testing.assert_allclose(world_corners((40, 24, 16), new_affine), world_corners((20, 30, 10), affine))
+    # the value at an inner output voxel equals the linear function at its world position
+    ijk = np.array([10, 7, 5, 1.0])
+    src = np.linalg.solve(affine, new_affine @ ijk)
+    assert out[10, 7, 5] == pytest.approx(2 * src[0] + 3 * src[1] + src[2], abs=1e-3)
+
+
+def test_histogram_equalization_is_uniform_inside_brain_and_zero_outside():
+    rng = np.random.default_rng(0)
+    volume = rng.gamma(2.0, 100.0, size=(20, 20, 20)).astype(np.float32)
+    mask = np.zeros(volume.shape, bool)
+    mask[4:16, 4:16, 4:16] = True
+    out = equalize(volume, mask, "histogram")
+    assert out[~mask].max() == 0 and 0 < out[mask].min() and out[mask].max() == 1
+    assert np.histogram(out[mask], bins=10, range=(0, 1))[0] == pytest.approx([mask.sum() / 10] * 10, rel=0.02)
+    # monotone: the ranking of voxels is unchanged
+    order = np.argsort(volume[mask])
+    assert np.all(np.diff(out[mask][order]) >= 0)
+    pct = equalize(volume, mask, "percentile")
+    assert pct[mask].min() == 0 and pct[mask].max() == 1
+    with pytest.raises(ValueError, match="unknown equalization"):
+        equalize(volume, mask, "clahe")
+
+
+def test_enhancement_mask_threshold():
+    ce = np.array([0.5, 0.61, 0.7, 0.2])
+    t1 = np.array([0.5, 0.5, 0.5, 0.5])
+    assert enhancement_mask(ce, t1, 0.1).tolist() == [False, True, True, False]
+
+
+def test_preprocess_scan_builds_model_space_stack(tmp_path):
+    rng = np.random.default_rng(0)
+    affine = np.diag([-1.0, 1.0, 1.0, 1.0])  # LAS storage: must come out in RAS slice order
+    shape = (30, 36, 24)
+    brain = np.zeros(shape, bool)
+    brain[5:25, 6:30, 4:20] = True
+    t1 = (rng.random(shape) + 1) * brain * 100
+    ce = t1.copy()
+    ce[10:14, 10:14, 10:14] *= 3  # an enhancing lesion
+    paths = {}
+    for name, data in [("t1", t1), ("ce_t1", ce), ("t2", rng.random(shape) * brain), ("mask", brain)]:
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        save_nifti(data, affine, paths[name])
+    tumour = np.zeros(shape, np.uint8)
+    tumour[10:14, 10:14, 10:14] = 1
+    save_nifti(tumour, affine, tmp_path / "tumour.nii.gz", dtype=np.uint8)
+
+    stack, channels, new_affine = preprocess_scan(paths["ce_t1"], {"t1": paths["t1"], "t2": paths["t2"]},
+                                                  paths["mask"], (15, 18, 12), "histogram", 0.1,
+                                                  tumour_mask_path=tmp_path / "tumour.nii.gz")
+    assert channels == ["t1", "t2", "ce_t1", "brain_mask", "enhancement_mask", "tumour_mask"]
+    assert stack.shape == (6, 12, 18, 15)  # (C, Z, Y, X)
+    assert new_affine[0, 0] > 0  # RAS
+    mask = stack[3] > 0
+    for c in range(3):
+        assert stack[c][~mask].max() == 0 and stack[c][mask].max() == 1
+    lesion = stack[5] > 0
+    assert lesion.any() and stack[4][lesion].mean() > 0.5 and stack[4][~lesion & mask].mean() < 0.2
+    # the lesion sits where the canonical image says it is
+    data, ras_affine = canonical(paths["ce_t1"])
+    world = new_affine @ np.array([*np.argwhere(np.transpose(lesion, (2, 1, 0))).mean(axis=0), 1])
+    voxel = np.linalg.solve(ras_affine, world)[:3]
+    assert data[tuple(np.round(voxel).astype(int))] > 250
+
+
+def test_reference_grid_mismatch_is_explained(tmp_path):
+    save_nifti(np.ones((10, 10, 10)), np.eye(4), tmp_path / "ref.nii.gz")
+    save_nifti(np.ones((8, 10, 10)), np.eye(4), tmp_path / "t1.nii.gz")
+    with pytest.raises(ValueError, match="differs from the reference grid"):
+        preprocess_scan(tmp_path / "ref.nii.gz", {"t1": tmp_path / "t1.nii.gz"}, tmp_path / "ref.nii.gz",
+                        (8, 8, 8))
