@@ -3,11 +3,14 @@
 #   raw scans -> validate -> coregister -> skullstrip -> preprocess -> split
 #             -> train_stage1 -> train_stage2 -> infer -> metrics -> study tables/figures -> report
 
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-configfile: "config.yaml"
+# Defaults from the repository; --configfile files are merged on top (e.g. config/paper.yaml).
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 validate(config, "config/schema.yaml")

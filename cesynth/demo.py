@@ -6,7 +6,7 @@ T2-bright oedema with ADC changes. Scans are rendered the way a scanner would se
 
 * CE-T1 on a ~1 mm grid (the registration reference);
 * T1 on the same grid, but the head moved slightly between the two acquisitions;
-* T2 and ADC as thick-slice axial series on grids of their own, with the head rotated and
+* T2, ADC and FLAIR as thick-slice axial series on grids of their own, with the head rotated and
   shifted by a few degrees/mm (partial-volume averaging across the slice thickness);
 * Rician-like noise, a smooth multiplicative bias field (not on the computed ADC map),
   arbitrary scanner gains.
@@ -28,7 +28,7 @@ from scipy.spatial.transform import Rotation
 
 from .io import save_nifti, write_table
 
-MODALITIES = ("t1", "ce_t1", "t2", "adc")
+MODALITIES = ("t1", "ce_t1", "t2", "adc", "flair")
 
 # Tissue labels and their intensities per modality (before gain, bias and noise).
 LABELS = ("air", "scalp", "skull", "csf", "gm", "wm", "ventricle", "vessel", "oedema", "rim", "core")
@@ -38,6 +38,7 @@ _INTENSITY = {
     "ce_t1": [0.0, 0.92, 0.08, 0.20, 0.53, 0.70, 0.20, 1.00, 0.47, 0.95, 0.25],
     "t2":    [0.0, 0.55, 0.05, 1.00, 0.60, 0.42, 1.00, 0.08, 0.85, 0.60, 0.90],
     "adc":   [0.0, 0.05, 0.02, 1.00, 0.32, 0.28, 1.00, 0.30, 0.55, 0.22, 0.75],
+    "flair": [0.0, 0.60, 0.05, 0.08, 0.55, 0.40, 0.08, 0.10, 0.90, 0.65, 0.50],
 }
 _L = {name: i for i, name in enumerate(LABELS)}
 
@@ -47,6 +48,7 @@ _ACQUISITION = {
     "t1": dict(voxel=None, max_deg=2.0, max_mm=1.5),
     "t2": dict(voxel=(0.9, 0.9, 4.0), max_deg=4.0, max_mm=4.0),
     "adc": dict(voxel=(1.8, 1.8, 5.0), max_deg=4.0, max_mm=4.0),
+    "flair": dict(voxel=(0.9, 0.9, 5.0), max_deg=4.0, max_mm=4.0),
 }
 
 

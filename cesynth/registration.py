@@ -73,8 +73,10 @@ def mutual_information(fixed: ants.ANTsImage, moving_on_fixed: ants.ANTsImage) -
 
 
 def _set_threads(threads: int) -> None:
-    # ITK reads this when it creates its thread pool; one thread also makes the MI
-    # sums order-independent, which the determinism guarantee relies on.
+    # ITK reads this once, at its first use in the process; later changes are
+    # ignored. One thread makes the MI sums order-independent, and the determinism
+    # guarantee relies on that: callers that need it must set the variable (or call
+    # this) before any other ants call.
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(threads))
 
 

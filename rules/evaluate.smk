@@ -13,6 +13,8 @@ rule metrics:
         sets=[SPLIT.at[s, "set"] for s in TEST],
         reference=REF,
         **config["evaluation"],
+    conda:
+        "../envs/evaluate.yaml"
     log:
         log("metrics", "{model}"),
     script:
@@ -75,6 +77,8 @@ for _study, _models in config["studies"].items():
             scans=TEST,
             modalities=MODALITIES,
             reference=REF,
+        conda:
+            "../envs/evaluate.yaml"
         log:
             log("study", _study),
         script:

@@ -12,6 +12,8 @@ if config["input"]["source"] == "demo":
         params:
             demo=config["demo"],
             out_dir=S.path("demo_dir"),
+        conda:
+            "../envs/preprocess.yaml"
         log:
             log("demo_cohort", "demo"),
         script:
@@ -29,6 +31,8 @@ rule validate_inputs:
         samples=SAMPLES.to_dict("records"),
         modalities=[REF, *MOVING],
         reference=REF,
+    conda:
+        "../envs/preprocess.yaml"
     log:
         log("validate_inputs", "all"),
     script:
@@ -53,6 +57,8 @@ rule coregister:
         runtime=30,
     group:
         "scan"
+    conda:
+        "../envs/preprocess.yaml"
     log:
         log("coregister", "{scan}_{mod}"),
     benchmark:
@@ -77,6 +83,8 @@ rule skullstrip:
         runtime=30,
     group:
         "scan"
+    conda:
+        "../envs/preprocess.yaml"
     log:
         log("skullstrip", "{scan}"),
     benchmark:
@@ -105,6 +113,8 @@ rule preprocess:
         runtime=15,
     group:
         "scan"
+    conda:
+        "../envs/preprocess.yaml"
     log:
         log("preprocess", "{scan}"),
     script:
@@ -117,6 +127,8 @@ rule split:
         S.path("split"),
     params:
         split=SPLIT.to_dict("records"),
+    conda:
+        "../envs/preprocess.yaml"
     log:
         log("split", "split"),
     script:

@@ -19,11 +19,13 @@ rule train_stage1:
         settings=lambda w: S.model_settings(config, w.model),
         stage="stage1",
         checkpoints=S.path("checkpoints", stage=1),
-    threads: 2
+    threads: lambda w: S.model_settings(config, w.model)["threads"]
     resources:
         mem_mb=16000,
         runtime=lambda w: 60 + 10 * S.model_settings(config, w.model)["stage1"]["epochs"],
         gpu=1,
+    conda:
+        "../envs/train.yaml"
     log:
         log("train_stage1", "{model}"),
     benchmark:
@@ -47,11 +49,13 @@ rule train_stage2:
         settings=lambda w: S.model_settings(config, w.model),
         stage="stage2",
         checkpoints=S.path("checkpoints", stage=2),
-    threads: 2
+    threads: lambda w: S.model_settings(config, w.model)["threads"]
     resources:
         mem_mb=16000,
         runtime=lambda w: 60 + 10 * S.model_settings(config, w.model)["stage2"]["epochs"],
         gpu=1,
+    conda:
+        "../envs/train.yaml"
     log:
         log("train_stage2", "{model}"),
     benchmark:
@@ -71,11 +75,13 @@ rule infer:
         device=lambda w: S.model_settings(config, w.model)["device"],
         amp=lambda w: S.model_settings(config, w.model)["amp"],
         **config["inference"],
-    threads: 2
+    threads: lambda w: S.model_settings(config, w.model)["threads"]
     resources:
         mem_mb=8000,
         runtime=60,
         gpu=1,
+    conda:
+        "../envs/train.yaml"
     log:
         log("infer", "{model}"),
     benchmark:

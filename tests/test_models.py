@@ -232,7 +232,7 @@ def test_receptive_field_unet3d_slice_axis():
 
 @pytest.mark.slow
 def test_hrfcn3d_paper_width_forward_backward_cpu():
-    """Paper size: batch 3 x 3 modalities x 3 x 256 x 192 at width 1 (about 4 min, ~17 GB)."""
+    """Paper size: batch 3 x 3 x 3 x 256 x 192, width 1 (~7 min, peak RSS ~20 GB, 2 cores)."""
     torch.set_num_threads(2)
     torch.manual_seed(0)
     model = build_model("hrfcn3d", 3, width=1.0)

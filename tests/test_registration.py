@@ -1,8 +1,13 @@
 """Tests for cesynth.registration (antspyx rigid/affine MI registration)."""
 
+import os
 from pathlib import Path
 
-import ants
+# ITK fixes its thread count the first time it runs anything in a process, so the
+# determinism test needs one thread set before any ants call (collection imports only).
+os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+
+import ants  # noqa: E402
 import nibabel as nib
 import numpy as np
 import pytest
