@@ -20,6 +20,7 @@ include: "rules/common.smk"
 include: "rules/preprocess.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/predict.smk"
 
 
 report: "report/workflow.rst"
@@ -29,3 +30,5 @@ rule all:
     default_target: True
     input:
         [study_file(study, "summary.html") for study in STUDIES],
+        rules.runtimes.output,
+        rules.provenance.output,

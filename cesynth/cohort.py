@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import demo
+from . import bids, demo
 from .validate import InputError, Problem
 
 SETS = ("train", "test_A", "B")
@@ -22,6 +22,10 @@ def load_samples(input_cfg: dict, demo_cfg: dict, demo_dir) -> pd.DataFrame:
     """The sample table: patient, scan, one path column per modality, tumour_mask ('' when none)."""
     if input_cfg["source"] == "demo":
         return demo.scan_table(demo_cfg, demo_dir)
+    if input_cfg["source"] == "bids":
+        return bids.bids_table(input_cfg["bids"])
+    if input_cfg["source"] == "ucsf_pdgm":
+        return bids.ucsf_pdgm_table(input_cfg["ucsf_pdgm"]["root"])
     path = Path(input_cfg["samplesheet"])
     sep = "," if path.suffix.lower() == ".csv" else "\t"
     table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)

@@ -5,7 +5,9 @@ and from each a block of ``patch[0]`` consecutive axial slices (paper: 3) whose 
 contains brain, cropped in-plane to ``patch[1:]`` (paper: the full 256 x 192 slice).
 
 Sampling is a pure function of (seed, epoch, step), so a run resumed from any step draws the
-same patches as an uninterrupted one.
+same patches as an uninterrupted one, whichever process (DataLoader worker, DDP rank) reads them.
+With ``world`` data-parallel processes a step draws ``world * batch_size`` patches and process
+``rank`` reads its own ``batch_size`` of them.
 """
 
 from __future__ import annotations
@@ -18,15 +20,24 @@ from .io import Stack
 
 class PatchSampler:
     def __init__(self, stack_paths, inputs: list[str], target: str, patch, local_mask="enhancement_mask"):
-        self.stacks = [Stack(p) for p in stack_paths]
-        if not self.stacks:
+        self.paths = [str(p) for p in stack_paths]
+        if not self.paths:
             raise ValueError("no training scans: check the split table")
+        self.stacks = [Stack(p) for p in self.paths]
         self.inputs, self.target, self.local_mask = list(inputs), target, local_mask
         self.patch = tuple(int(p) for p in patch)
         self._brain_slices = [np.flatnonzero(s["brain_mask"].any(axis=(1, 2))) for s in self.stacks]
         shape = self.stacks[0].data.shape[1:]
         if any(p > n for p, n in zip(self.patch, shape)):
             raise ValueError(f"patch {self.patch} is larger than the volumes {shape}")
+
+    def __getstate__(self):
+        # Pickled memory maps would copy whole volumes into spawned workers; reopen them by path.
+        return {k: v for k, v in self.__dict__.items() if k != "stacks"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.stacks = [Stack(p) for p in self.paths]
 
     def patch_at(self, scan_index, z0, y0=0, x0=0):
         """(inputs (M,D,H,W), target (1,D,H,W), local mask (1,D,H,W)) as float32 arrays."""
@@ -38,17 +49,22 @@ class PatchSampler:
         m = stack[self.local_mask][window][None] if stack.has(self.local_mask) else np.zeros_like(y)
         return x, y, m
 
-    def random_batch(self, batch_size: int, seed: int, epoch: int, step: int):
+    def random_positions(self, batch_size: int, seed: int, epoch: int, step: int):
+        """The (scan, z0, y0, x0) of every patch of one step; no voxel is read."""
         rng = np.random.default_rng([seed, epoch, step])
         d, h, w = self.patch
-        parts = []
+        positions = []
         for scan_index in rng.integers(len(self.stacks), size=batch_size):
             n_z, n_y, n_x = self.stacks[scan_index].data.shape[1:]
             centres = self._brain_slices[scan_index]
             centre = rng.choice(centres) if len(centres) else rng.integers(n_z)
             z0 = int(np.clip(centre - d // 2, 0, n_z - d))
-            parts.append(self.patch_at(scan_index, z0, rng.integers(n_y - h + 1), rng.integers(n_x - w + 1)))
-        return _to_tensors(parts)
+            positions.append((int(scan_index), z0, int(rng.integers(n_y - h + 1)), int(rng.integers(n_x - w + 1))))
+        return positions
+
+    def random_batch(self, batch_size: int, seed: int, epoch: int, step: int, rank: int = 0, world: int = 1):
+        positions = self.random_positions(batch_size * world, seed, epoch, step)
+        return _to_tensors([self.patch_at(*p) for p in positions[rank * batch_size:(rank + 1) * batch_size]])
 
     def central_batches(self, batch_size: int):
         """Deterministic validation patches: the block at the centre of each scan's brain."""
@@ -61,6 +77,25 @@ class PatchSampler:
             parts.append(self.patch_at(scan_index, int(np.clip(centre - d // 2, 0, n_z - d)),
                                        (n_y - h) // 2, (n_x - w) // 2))
         return [_to_tensors(parts[i:i + batch_size]) for i in range(0, len(parts), batch_size)]
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item i = the batch of step ``first_step + i`` of one epoch, for a DataLoader with workers.
+
+    Items depend only on their index, so the order of workers cannot change what a step sees.
+    """
+
+    def __init__(self, sampler: PatchSampler, batch_size: int, seed: int, epoch: int, first_step: int,
+                 steps: int, rank: int = 0, world: int = 1):
+        self.sampler, self.batch_size, self.seed, self.epoch = sampler, batch_size, seed, epoch
+        self.first_step, self.steps, self.rank, self.world = first_step, steps, rank, world
+
+    def __len__(self):
+        return self.steps - self.first_step
+
+    def __getitem__(self, i):
+        return self.sampler.random_batch(self.batch_size, self.seed, self.epoch, self.first_step + i,
+                                         self.rank, self.world)
 
 
 def _to_tensors(parts):

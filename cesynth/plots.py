@@ -22,8 +22,10 @@ METRIC_LABELS = {
 
 
 def _save(fig, path):
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=str(path).rsplit(".", 1)[-1])
+    """Write the figure as PNG at ``path`` and as SVG (vector, for papers) beside it."""
+    for target, fmt in ((path, "png"), (str(path)[: -len(".png")] + ".svg", "svg")):
+        with atomic_output(target) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format=fmt)
     plt.close(fig)
 
 
@@ -95,5 +97,54 @@ def training_curves(histories: dict, out_path):
     axes[0].set(xlabel="epoch", ylabel="loss (solid/dashed: train, dotted: validation)", yscale="log")
     axes[1].set(xlabel="epoch", ylabel="validation PSNR (dB, MAX_I=1)")
     axes[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    _save(fig, out_path)
+
+
+def psnr_bars(metrics: pd.DataFrame, out_path, order=None):
+    """Grouped bars (mean ± sd): PSNR in the brain of test set A and in the tumours of set B (paper Fig. 7)."""
+    rows = [("brain, test set A", metrics[metrics.set == "test_A"], "psnr_brain"),
+            ("tumour, set B", metrics[metrics.set == "B"], "psnr_tumour")]
+    long = pd.concat([part[["model", column]].rename(columns={column: "PSNR (dB)"}).assign(region=label)
+                      for label, part, column in rows if not part.empty], ignore_index=True)
+    fig, ax = plt.subplots(figsize=(1.3 * max(len(order or long.model.unique()), 3) + 2, 3.6))
+    sns.barplot(data=long, x="model", y="PSNR (dB)", hue="region", order=order, errorbar="sd", ax=ax, capsize=0.1)
+    ax.set_xlabel(""), ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    _save(fig, out_path)
+
+
+def slice_series(stack_path, synth_path, scan, model, out_path, n_slices=5, reference="ce_t1"):
+    """Several axial slices of one scan, ground truth above synthesis (paper Fig. 5)."""
+    stack = Stack(stack_path)
+    synth = np.transpose(np.asarray(nib.load(str(synth_path)).dataobj), (2, 1, 0))
+    focus = stack["tumour_mask"] if stack.has("tumour_mask") else stack["brain_mask"]
+    slices = np.flatnonzero(np.asarray(stack["brain_mask"]).any(axis=(1, 2)))
+    tumour_slices = np.flatnonzero(np.asarray(focus).any(axis=(1, 2)))
+    centre = int(np.median(tumour_slices if len(tumour_slices) else slices))
+    half = max(1, (slices.max() - slices.min()) // (2 * n_slices))
+    chosen = np.clip(centre + half * (np.arange(n_slices) - n_slices // 2), slices.min(), slices.max())
+    fig, axes = plt.subplots(2, n_slices, figsize=(2 * n_slices, 4.4), squeeze=False)
+    for col, z in enumerate(chosen):
+        for row, (label, volume) in enumerate([("ground truth", stack[reference]), (f"synthetic ({model})", synth)]):
+            ax = axes[row, col]
+            ax.imshow(_axial(volume, z), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(label, fontsize=9)
+        axes[0, col].set_title(f"{scan} z={z}", fontsize=9)
+    fig.tight_layout()
+    _save(fig, out_path)
+
+
+def runtimes(benchmarks: pd.DataFrame, out_path):
+    """Wall time and peak memory per job, by rule, from Snakemake's ``benchmark:`` files."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    sns.stripplot(data=benchmarks, x="rule", y="s", ax=axes[0])
+    sns.stripplot(data=benchmarks, x="rule", y="max_rss", ax=axes[1])
+    axes[0].set(ylabel="wall time per job (s)", xlabel="", yscale="log")
+    axes[1].set(ylabel="peak resident memory (MB)", xlabel="")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     _save(fig, out_path)

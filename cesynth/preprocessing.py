@@ -84,7 +84,8 @@ def preprocess_scan(reference_path, input_paths: dict, brain_mask_path, shape, e
     mask = mask >= 0.5
 
     channels, volumes = [], []
-    for name, path in [*input_paths.items(), (reference_name, reference_path)]:
+    # A reference that is also an input (prediction: reference t1) is one channel, not two.
+    for name, path in {**input_paths, reference_name: reference_path}.items():
         volume = reference if path == reference_path else canonical(path)[0]
         if volume.shape != reference.shape:
             raise ValueError(f"{path}: grid {volume.shape} differs from the reference grid {reference.shape}; "

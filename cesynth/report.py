@@ -54,6 +54,10 @@ def write_study(*, models, metric_paths, histories, synth_paths, stack_paths, sc
                             outputs.qualitative, best_model=_best(metrics, models), reference=reference)
     plots.metric_distributions(metrics, outputs.distributions, order=models)
     plots.training_curves({m: histories[2 * i:2 * i + 2] for i, m in enumerate(models)}, outputs.curves)
+    plots.psnr_bars(metrics, outputs.bars, order=models)
+    best = _best(metrics, models)
+    i = shown[0]
+    plots.slice_series(stack_paths[i], predictions[best][i], scans[i], best, outputs.slices, reference=reference)
 
 
 def _best(metrics, models):
@@ -75,3 +79,35 @@ def _write_html(table: pd.DataFrame, path, title):
             f"<body><h3>{title}</h3>{table.to_html(na_rep='')}</body></html>")
     with atomic_output(path) as tmp:
         tmp.write_text(html)
+
+
+def runtime_table(benchmark_paths) -> pd.DataFrame:
+    """Snakemake benchmark files -> one row per job with its rule and job name."""
+    rows = []
+    for path in map(str, benchmark_paths):
+        rule, name = path.split("/")[-2], path.split("/")[-1].removesuffix(".tsv")
+        rows.append(pd.read_csv(path, sep="\t").iloc[[-1]].assign(rule=rule, job=name))
+    return pd.concat(rows, ignore_index=True)
+
+
+def write_provenance(config: dict, path, packages=("snakemake", "torch", "antspyx", "brainextractor", "fslpy",
+                                                     "nibabel", "numpy", "scipy", "scikit-image", "pandas")):
+    """The configuration and software versions behind every result, as an HTML page for the report."""
+    import html
+    import platform
+    from importlib import metadata
+
+    import yaml
+
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in versions.items())
+    page = (f"<html><head><meta charset='utf-8'><title>Provenance</title></head><body><h3>Software</h3>"
+            f"<table>{rows}</table><h3>Configuration</h3><pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}"
+            "</pre></body></html>")
+    with atomic_output(path) as tmp:
+        tmp.write_text(page)

@@ -5,7 +5,16 @@ lambda1*MAE + lambda2*SSIM-loss + lambda3*local (``stage["lambdas"]``), optional
 from the weights of an earlier stage. State is checkpointed atomically at the end of every
 epoch and when SLURM (or a user) sends SIGTERM/SIGUSR1; running the same command again resumes
 from the last checkpoint. Because patches and dropout are seeded by (seed, epoch, step), a
-resumed run ends with the same weights as an uninterrupted one (on the CPU).
+resumed run ends with the same weights as an uninterrupted one (on the CPU), with or without
+DataLoader workers.
+
+GPU options (``training`` keys, all optional): ``num_workers`` (DataLoader processes; batches
+are pinned on CUDA), ``amp`` (bf16 autocast where supported), ``cudnn_benchmark`` (default on),
+``channels_last`` (NDHWC / NHWC convolutions), ``compile`` (``torch.compile``), ``tensorboard``
+(scalars under ``<stage>/tensorboard``, needs the ``tensorboard`` package). Data-parallel
+training: started by torchrun (:func:`run_distributed`), every process calls :func:`train_stage`,
+which reads WORLD_SIZE/RANK/LOCAL_RANK and wraps the model in DistributedDataParallel; see
+docs/training.md.
 """
 
 from __future__ import annotations
@@ -13,8 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,7 +36,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .data import PatchSampler
+from .data import PatchSampler, StepBatches
 from .io import atomic_output, write_table
 from .losses import SynthesisLoss
 from .models import build_model
@@ -61,13 +73,23 @@ def load_weights(path, device="cpu"):
 
 def train_stage(*, train_stacks, val_stacks, model_spec: dict, stage: dict, training: dict, weights_out,
                 history_out, checkpoint_dir, init_weights=None, device="auto", log=print, on_step=None):
-    """Train one stage; ``on_step(epoch, step, terms)`` is called after every optimizer step."""
-    device = select_device(device)
+    """Train one stage; ``on_step(epoch, step, terms)`` is called after every optimizer step.
+
+    Under torchrun (WORLD_SIZE > 1) each process trains on its share of every step's patches and
+    only rank 0 logs and writes files.
+    """
+    rank, world, device, own_group = _init_distributed(device)
+    if rank:
+        log = _quiet
     seed = int(training["seed"])
     torch.manual_seed(seed)
     model = new_model(model_spec).to(device)
     if init_weights:
         model.load_state_dict(torch.load(init_weights, map_location=device, weights_only=False)["state_dict"])
+    memory_format = _channels_last(model) if training.get("channels_last", False) else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    # Only 3D nets take a 5-D input in NDHWC; the 2D nets reshape theirs and follow the weights.
+    input_format = memory_format if memory_format == torch.channels_last_3d else torch.contiguous_format
     optimizer = torch.optim.Adam(model.parameters(), lr=float(stage["lr"]))
     loss_fn = SynthesisLoss(tuple(stage["lambdas"]), ssim=training["ssim"], local_norm=training["local_norm"])
     sampler = PatchSampler(train_stacks, model_spec["inputs"], training["target"], training["patch"])
@@ -75,6 +97,9 @@ def train_stage(*, train_stacks, val_stacks, model_spec: dict, stage: dict, trai
         if val_stacks else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) \
         if device.type == "cuda" and training.get("amp", True) and torch.cuda.is_bf16_supported() else nullcontext()
+    if device.type == "cuda":
+        # Fixed patch shapes: autotuning pays off after the first step (it makes CUDA runs non-bitwise).
+        torch.backends.cudnn.benchmark = bool(training.get("cudnn_benchmark", True))
 
     fingerprint = _fingerprint(model_spec, stage, training, train_stacks, init_weights)
     checkpoint = Path(checkpoint_dir) / "last.pt"
@@ -86,10 +111,18 @@ def train_stage(*, train_stacks, val_stacks, model_spec: dict, stage: dict, trai
             optimizer.load_state_dict(state["optimizer"])
             epoch, step, history = state["epoch"], state["step"], state["history"]
             log(f"resuming from {checkpoint}: epoch {epoch + 1}, step {step}")
-        else:
+        elif rank == 0:
             stale = checkpoint.with_name(f"stale-{int(time.time())}.pt")
             checkpoint.rename(stale)
             log(f"configuration changed since {checkpoint} was written; kept it as {stale.name}, starting afresh")
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                        else None)
+    if training.get("compile", False):
+        net = torch.compile(net)
+    writer = _tensorboard(Path(checkpoint_dir).parent / "tensorboard") \
+        if training.get("tensorboard", False) and rank == 0 else None
 
     stop = {"signal": None}
     previous = {s: signal.signal(s, lambda signum, _: stop.update(signal=signum))
@@ -99,13 +132,16 @@ def train_stage(*, train_stacks, val_stacks, model_spec: dict, stage: dict, trai
         while epoch < int(stage["epochs"]):
             model.train()
             sums, n_steps, started = {}, 0, time.time()
-            bar = tqdm(range(step, steps), desc=f"epoch {epoch + 1}/{stage['epochs']}", file=sys.stderr,
-                       mininterval=5, disable=not training.get("progress", True))
-            for step in bar:
+            loader = torch.utils.data.DataLoader(
+                StepBatches(sampler, batch_size, seed, epoch, step, steps, rank, world), batch_size=None,
+                num_workers=int(training.get("num_workers", 0)), pin_memory=device.type == "cuda")
+            bar = tqdm(enumerate(loader, start=step), initial=step, total=steps, file=sys.stderr, mininterval=5,
+                       desc=f"epoch {epoch + 1}/{stage['epochs']}", disable=rank or not training.get("progress", True))
+            for step, batch in bar:
                 torch.manual_seed(int(np.random.SeedSequence([seed, epoch, step]).generate_state(1)[0]))  # dropout
-                x, y, m = (t.to(device, non_blocking=True) for t in sampler.random_batch(batch_size, seed, epoch, step))
+                x, y, m = (t.to(device, non_blocking=True) for t in batch)
                 with autocast:
-                    pred = model(x)
+                    pred = net(x.contiguous(memory_format=input_format))
                 loss, terms = loss_fn(pred.float(), y, m)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -113,26 +149,117 @@ def train_stage(*, train_stacks, val_stacks, model_spec: dict, stage: dict, trai
                 for key, value in terms.items():
                     sums[key] = sums.get(key, 0.0) + value
                 n_steps += 1
+                if writer is not None:
+                    for key, value in terms.items():
+                        writer.add_scalar(f"train/{key}", value, epoch * steps + step + 1)
                 if on_step is not None:
                     on_step(epoch, step, terms)
-                if stop["signal"] is not None:
-                    _save_checkpoint(checkpoint, model, optimizer, epoch, step + 1, history, fingerprint)
+                if _any_rank(stop["signal"], world, device):
+                    if rank == 0:
+                        _save_checkpoint(checkpoint, model, optimizer, epoch, step + 1, history, fingerprint)
+                    _barrier(world)  # no process exits (and gets its siblings killed) before the checkpoint is saved
                     raise Interrupted(f"stopped by signal {stop['signal']} at epoch {epoch + 1} step {step + 1}; "
                                       f"checkpoint {checkpoint} saved - rerun to resume")
             row = {"epoch": epoch + 1, "lr": float(stage["lr"]), "seconds": round(time.time() - started, 2),
                    **{f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()}}
-            if validation is not None:
+            if validation is not None and rank == 0:
                 row.update(evaluate_loss(model, validation, loss_fn, batch_size, device, autocast))
             history.append(row)
             log(json.dumps(row))
+            if writer is not None:
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(f"epoch/{key}", value, epoch + 1)
             epoch, step = epoch + 1, 0
-            _save_checkpoint(checkpoint, model, optimizer, epoch, step, history, fingerprint)
+            if rank == 0:
+                _save_checkpoint(checkpoint, model, optimizer, epoch, step, history, fingerprint)
+            _barrier(world)
+        if rank == 0:
+            save_weights(model, model_spec, training, history, weights_out)
+            write_table(pd.DataFrame(history), history_out)
+        _barrier(world)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    save_weights(model, model_spec, training, history, weights_out)
-    write_table(pd.DataFrame(history), history_out)
+        if writer is not None:
+            writer.close()
+        if own_group:
+            torch.distributed.destroy_process_group()
     return history
+
+
+def run_distributed(n_procs: int, **kwargs):
+    """:func:`train_stage` in ``n_procs`` processes (one per GPU) started by torchrun on this node.
+
+    ``kwargs`` must be JSON-serialisable (no ``log``/``on_step``). SIGTERM/SIGUSR1 received here are
+    passed on as SIGTERM, which torchrun forwards to every process: they checkpoint and stop together.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        arguments = Path(tmp) / "train_stage.json"
+        arguments.write_text(json.dumps(kwargs, default=str))
+        proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                 f"--nproc-per-node={n_procs}", "-m", "cesynth.training", str(arguments)])
+        stopped = {}
+
+        def forward(signum, _frame):
+            stopped["signal"] = signum
+            proc.send_signal(signal.SIGTERM)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR1)}
+        try:
+            code = proc.wait()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    if stopped:
+        raise Interrupted(f"stopped by signal {stopped['signal']}; the checkpoint is saved - rerun to resume")
+    if code:
+        raise RuntimeError(f"distributed training ({n_procs} processes) failed with exit code {code}")
+
+
+def _init_distributed(requested):
+    """(rank, world size, device, whether this call created the process group) from torchrun's env."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    device = select_device(requested)
+    if world == 1:
+        return 0, 1, device, False
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    own = not torch.distributed.is_initialized()
+    if own:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return torch.distributed.get_rank(), world, device, own
+
+
+def _any_rank(signum, world, device) -> bool:
+    """Whether any process got a stop signal: all must stop at the same step or DDP deadlocks."""
+    if world == 1:
+        return signum is not None
+    flag = torch.tensor([0 if signum is None else 1], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def _barrier(world):
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _channels_last(model) -> torch.memory_format:
+    """NDHWC for 3D nets; the per-slice 2D nets have 4-D weights, so NHWC."""
+    return torch.channels_last_3d if any(isinstance(m, torch.nn.Conv3d) for m in model.modules()) \
+        else torch.channels_last
+
+
+def _tensorboard(logdir):
+    from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard package
+
+    return SummaryWriter(str(logdir))
+
+
+def _quiet(*_args):
+    pass
 
 
 @torch.no_grad()
@@ -160,9 +287,17 @@ def _save_checkpoint(path, model, optimizer, epoch, step, history, fingerprint):
         torch.save(state, tmp)
 
 
+# Settings that change speed or logging, not what is learned (up to float rounding): resumable across them.
+HOW_NOT_WHAT = ("progress", "num_workers", "threads", "cudnn_benchmark", "channels_last", "compile", "tensorboard")
+
+
 def _fingerprint(model_spec, stage, training, train_stacks, init_weights) -> str:
     """What a checkpoint must match to be resumed: any change starts the stage afresh."""
-    relevant = {k: v for k, v in training.items() if k not in ("progress", "num_workers")}
+    relevant = {k: v for k, v in training.items() if k not in HOW_NOT_WHAT}
     text = json.dumps([model_spec, stage, relevant, sorted(map(str, train_stacks)), str(init_weights or "")],
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+if __name__ == "__main__":  # one process of run_distributed
+    train_stage(**json.loads(Path(sys.argv[1]).read_text()))

@@ -1,9 +1,12 @@
 # Cohort, split and path helpers shared by all rules. Reads only the sample sheet at parse time.
 
+import sys
+
 import pandas as pd
 
 from cesynth import study as S
 from cesynth.cohort import load_samples, load_split
+from cesynth.screening import screen_scans
 from cesynth.validate import InputError, check_sheet
 
 problems = S.check_config(config)
@@ -16,7 +19,12 @@ MOVING = [m for m in MODALITIES if m != REF]
 STUDIES = list(config["studies"])
 MODELS_IN_STUDIES = sorted({m for models in config["studies"].values() for m in models})
 
-SAMPLES = load_samples(config["input"], config["demo"], S.path("demo_dir")).set_index("scan", drop=False)
+SAMPLES = load_samples(config["input"], config["demo"], S.path("demo_dir"))
+if config["input"].get("skip_invalid") and config["input"]["source"] != "demo":  # demo files are written by a rule
+    SAMPLES, _skipped = screen_scans(SAMPLES, [*MODALITIES, REF], REF)
+    for _problem in _skipped:
+        print(f"skip_invalid: leaving out {_problem}", file=sys.stderr)
+SAMPLES = SAMPLES.set_index("scan", drop=False)
 _sheet_problems = check_sheet(SAMPLES, [*MODALITIES, REF], check_exists=config["input"]["source"] != "demo")
 if _sheet_problems:
     raise InputError(_sheet_problems)

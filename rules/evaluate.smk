@@ -72,6 +72,20 @@ for _study, _models in config["studies"].items():
                 category=_study,
                 labels={"figure": "training curves"},
             ),
+            bars=report(
+                study_file(_study, "psnr_bars.png"),
+                caption="../report/bars.rst",
+                category=_study,
+                labels={"figure": "PSNR brain vs tumour"},
+            ),
+            slices=report(
+                study_file(_study, "slices.png"),
+                caption="../report/slices.rst",
+                category=_study,
+                labels={"figure": "slices of one scan"},
+            ),
+            vectors=[study_file(_study, f"{n}.svg") for n in (
+                "qualitative", "metric_distributions", "training_curves", "psnr_bars", "slices")],
         params:
             models=_models,
             scans=TEST,
@@ -83,3 +97,42 @@ for _study, _models in config["studies"].items():
             log("study", _study),
         script:
             "../workflow_scripts/study.py"
+
+
+rule runtimes:
+    """Wall time and memory of every heavy job, from the rules' benchmark: files."""
+    input:
+        benchmarks=[benchmark("coregister", f"{s}_{m}") for s in SAMPLES.scan for m in MOVING]
+        + [benchmark("skullstrip", s) for s in SAMPLES.scan]
+        + [benchmark(f"train_stage{n}", m) for m in MODELS_IN_STUDIES for n in (1, 2)
+           if n == 2 or S.stage1_owner(config, m) == m]
+        + [benchmark("infer", m) for m in MODELS_IN_STUDIES],
+    output:
+        table=S.path("study", study="resources", name="runtimes.tsv"),
+        figure=report(
+            S.path("study", study="resources", name="runtimes.png"),
+            caption="../report/runtimes.rst",
+            category="Resources",
+        ),
+        vector=S.path("study", study="resources", name="runtimes.svg"),
+    conda:
+        "../envs/evaluate.yaml"
+    log:
+        log("runtimes", "all"),
+    script:
+        "../workflow_scripts/runtimes.py"
+
+
+rule provenance:
+    """Configuration and software versions, for the report."""
+    output:
+        report(S.path("study", study="provenance", name="provenance.html"), caption="../report/provenance.rst",
+               category="Provenance"),
+    params:
+        config=config,
+    conda:
+        "../envs/evaluate.yaml"
+    log:
+        log("provenance", "all"),
+    script:
+        "../workflow_scripts/provenance.py"

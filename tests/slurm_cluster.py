@@ -20,10 +20,13 @@ import time
 from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
-CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol")
+CLIENTS = ("sbatch", "srun", "squeue", "sinfo", "scontrol", "munge", "unmunge")
 GPU_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random")
 GPUS = 1
 CPU_PARTITION = "cpu"
+MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
+RUN_CONF = Path("/run/slurm/conf")  # where slurmd publishes a fetched ("configless") configuration
+SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 GPU_PARTITION = "gpu"
 
 
@@ -35,6 +38,9 @@ def skip_reason() -> str | None:
     if missing:
         return (f"SLURM/munge not installed ({', '.join(missing)} not found); "
                 "as root: apt-get install slurm-wlm munge (scripts/test.sh does this)")
+    if SYSTEM_CONF.exists():
+        return (f"{SYSTEM_CONF} exists: this machine has its own SLURM configuration, which srun inside "
+                "jobs would use instead of the test cluster's; not touching it")
     return None
 
 
@@ -77,7 +83,6 @@ class LocalSlurm:
         self.gpus = gpus
         self.host = socket.gethostname().split(".")[0]
         self.conf = self.root / "etc" / "slurm.conf"
-        self.munge_socket = self.root / "munge" / "munge.socket"
         self.pids: dict[str, Path] = {
             "munged": self.root / "munge" / "munged.pid",
             "slurmctld": self.root / "run" / "slurmctld.pid",
@@ -109,7 +114,11 @@ class LocalSlurm:
         env = self.env()
         subprocess.run([_which("slurmctld"), "-c", "-f", str(self.conf)], env=env, check=True,
                        capture_output=True, text=True, timeout=30)
-        subprocess.run([_which("slurmd"), "-c", "-f", str(self.conf)], env=env, check=True,
+        # slurmd fetches its configuration from slurmctld ("configless") and publishes it under
+        # /run/slurm/conf, where srun inside a job finds it: the jobstep executor strips SLURM_CONF
+        # from the environment of the srun it starts.
+        subprocess.run([_which("slurmd"), "-c", "--conf-server", f"127.0.0.1:{self.ctld_port}"],
+                       env={k: v for k, v in env.items() if k != "SLURM_CONF"}, check=True,
                        capture_output=True, text=True, timeout=30)
         self._wait_idle(timeout)
 
@@ -122,23 +131,38 @@ class LocalSlurm:
         return fields
 
     def _start_munged(self) -> None:
-        key = self.root / "munge" / "munge.key"
-        key.write_bytes(os.urandom(1024))
-        key.chmod(0o400)
-        (self.root / "munge").chmod(0o700)
+        """Reuse a working munged; else start one on the default socket (slurmd fetches its
+        configuration before it could know of another socket)."""
+        if self._munge_works():
+            return
+        key = Path("/etc/munge/munge.key")
+        if not key.exists():
+            key.parent.mkdir(parents=True, exist_ok=True)
+            key.write_bytes(os.urandom(1024))
+            key.chmod(0o400)
+        MUNGE_SOCKET.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [_which("munged"), "--force", f"--socket={self.munge_socket}", f"--key-file={key}",
-             f"--pid-file={self.pids['munged']}", f"--seed-file={self.root / 'munge' / 'munged.seed'}",
-             f"--log-file={self.logs / 'munged.log'}"],
+            [_which("munged"), "--force", f"--pid-file={self.pids['munged']}",
+             f"--seed-file={self.root / 'munge' / 'munged.seed'}", f"--log-file={self.logs / 'munged.log'}"],
             check=True, capture_output=True, text=True, timeout=30)
         for _ in range(50):
-            if self.munge_socket.exists():
+            if self._munge_works():
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"munged did not create {self.munge_socket}:\n{self._tail('munged.log')}")
+        raise RuntimeError(f"munged does not answer on {MUNGE_SOCKET}:\n{self._tail('munged.log')}")
+
+    @staticmethod
+    def _munge_works() -> bool:
+        try:
+            cred = subprocess.run([_which("munge"), "-n"], capture_output=True, timeout=10)
+            return cred.returncode == 0 and subprocess.run(
+                [_which("unmunge")], input=cred.stdout, capture_output=True, timeout=10).returncode == 0
+        except (OSError, TypeError, subprocess.TimeoutExpired):
+            return False
 
     def _write_config(self) -> None:
         node = self.node
+        self.ctld_port = _free_port()
         node_line = " ".join(f"{k}={v}" for k, v in node.items())
         r = self.root
         self.conf.write_text(f"""\
@@ -147,11 +171,10 @@ ClusterName=cesynthtest
 SlurmctldHost={self.host}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
-SlurmctldPort={_free_port()}
+SlurmctldPort={self.ctld_port}
 SlurmdPort={_free_port()}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={self.munge_socket}
 StateSaveLocation={r / 'state'}
 SlurmdSpoolDir={r / 'spool'}
 SlurmctldPidFile={self.pids['slurmctld']}
@@ -170,6 +193,7 @@ JobCompType=jobcomp/none
 ReturnToService=2
 MinJobAge=300
 SchedulerParameters=sched_interval=2
+SlurmctldParameters=enable_configless
 GresTypes=gpu
 {node_line} NodeAddr=127.0.0.1 Gres=gpu:{self.gpus} State=UNKNOWN
 PartitionName={CPU_PARTITION} Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
@@ -215,6 +239,11 @@ PartitionName={GPU_PARTITION} Nodes={self.host} MaxTime=INFINITE State=UP
                 time.sleep(0.2)
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        try:
+            if RUN_CONF.is_symlink() and str(self.root) in os.readlink(RUN_CONF):
+                RUN_CONF.unlink()
+        except OSError:
+            pass
 
     def running(self) -> list[str]:
         return [d for d in DAEMONS if (pid := _read_pid(self.pids[d])) is not None and _alive(pid)]

@@ -7,13 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from cesynth.training import Interrupted, load_weights, train_stage
+from cesynth.data import PatchSampler, StepBatches
+from cesynth.training import Interrupted, load_weights, run_distributed, train_stage
 
 SPEC = {"architecture": "unet3d", "inputs": ["t1", "t2", "adc"], "width": 0.0625}
 
 
-def settings(epochs=2, steps=4, lr=3e-3):
-    return {"seed": 7, "batch_size": 2, "patch": [3, 32, 32], "steps_per_epoch": steps, "ssim": "ssim",
+def settings(epochs=2, steps=4, lr=3e-3, **extra):
+    return {**extra, "seed": 7, "batch_size": 2, "patch": [3, 32, 32], "steps_per_epoch": steps, "ssim": "ssim",
             "local_norm": "mask", "target": "ce_t1", "progress": False,
             "stage1": {"lambdas": [1.0, 1.0, 1.0], "lr": lr, "epochs": epochs}}
 
@@ -77,3 +78,80 @@ def test_changed_configuration_does_not_resume_stale_checkpoint(stacks, tmp_path
     run(stacks, tmp_path, epochs=1, steps=2)
     run(stacks, tmp_path, epochs=1, steps=2, lr=1e-4)  # same checkpoint dir, other learning rate
     assert list((tmp_path / "ckpt").glob("stale-*.pt")), "the old checkpoint must be kept aside, not resumed"
+
+
+def test_resume_with_dataloader_workers_matches_uninterrupted_run_without(stacks, tmp_path):
+    torch.set_num_threads(1)
+    run(stacks, tmp_path / "straight", epochs=2, steps=4)
+
+    def kill(epoch, step, terms):
+        if (epoch, step) == (0, 2):
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    with pytest.raises(Interrupted):
+        run(stacks, tmp_path / "workers", on_step=kill, epochs=2, steps=4, num_workers=2)
+    run(stacks, tmp_path / "workers", epochs=2, steps=4, num_workers=2)
+    assert_same_weights(weights(tmp_path / "straight" / "w.pt"), weights(tmp_path / "workers" / "w.pt"))
+
+
+def test_step_batches_depend_only_on_the_step(stacks):
+    sampler = PatchSampler(stacks, ["t1", "t2"], "ce_t1", [3, 16, 16])
+    resumed = StepBatches(sampler, 2, seed=1, epoch=3, first_step=2, steps=5)
+    assert len(resumed) == 3
+    for i in range(3):
+        for a, b in zip(resumed[i], sampler.random_batch(2, 1, 3, 2 + i)):
+            assert torch.equal(a, b)
+    # data-parallel shares of a step are the slices of the whole step's batch
+    whole = sampler.random_batch(4, 1, 3, 2)
+    shares = [sampler.random_batch(2, 1, 3, 2, rank=r, world=2) for r in range(2)]
+    for part, full in zip(zip(*shares), whole):
+        assert torch.equal(torch.cat(part), full)
+
+
+def test_channels_last_and_tensorboard(stacks, tmp_path):
+    pytest.importorskip("tensorboard")
+    torch.set_num_threads(1)
+    plain = run(stacks, tmp_path / "plain", epochs=1, steps=2)
+    fast = run(stacks, tmp_path / "fast", epochs=1, steps=2, channels_last=True, tensorboard=True)
+    # Same training up to float rounding of the other memory layout. Losses, not weights: Adam turns
+    # rounding noise in near-zero gradients into whole lr-sized steps.
+    for key in ("train_total", "val_total"):
+        assert fast[0][key] == pytest.approx(plain[0][key], rel=1e-4)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "fast" / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("train/total")] == [1, 2]
+    assert {"epoch/val_psnr", "epoch/train_total"} <= set(events.Tags()["scalars"])
+
+
+def test_distributed_data_parallel_on_cpu_matches_one_process_with_the_whole_batch(stacks, tmp_path):
+    """Two gloo processes under torchrun, 1 patch each == one process with both patches.
+
+    unet3d has no BatchNorm (per-process statistics would differ) and local_norm "all" makes the
+    loss a mean over patches, so averaging the two processes' gradients is exactly the big-batch
+    gradient, up to float rounding. The NCCL/GPU path cannot be tested here (no GPU).
+    """
+    torch.set_num_threads(1)
+    s = settings(epochs=1, steps=3)
+    s["local_norm"] = "all"
+    kwargs = dict(train_stacks=[str(p) for p in stacks[:3]], val_stacks=[str(stacks[3])], model_spec=SPEC,
+                  stage=s["stage1"], device="cpu")
+    train_stage(**kwargs, training=s, weights_out=tmp_path / "one.pt", history_out=tmp_path / "one.tsv",
+                checkpoint_dir=tmp_path / "ckpt1", log=lambda *_: None)
+    run_distributed(2, **kwargs, training={**s, "batch_size": 1}, weights_out=str(tmp_path / "two.pt"),
+                    history_out=str(tmp_path / "two.tsv"), checkpoint_dir=str(tmp_path / "ckpt2"))
+    one, two = (pd.read_csv(tmp_path / f"{n}.tsv", sep="\t").iloc[0] for n in ("one", "two"))
+    for key in ("train_total", "train_local", "val_total"):  # losses: see test_channels_last_and_tensorboard
+        assert two[key] == pytest.approx(one[key], rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine): bf16 autocast, "
+                    "cudnn.benchmark, pinned-memory workers and channels_last are only exercised on a GPU runner")
+def test_cuda_training_with_all_gpu_options(stacks, tmp_path):
+    s = settings(epochs=1, steps=2)
+    s.update(amp=True, num_workers=2, channels_last=True)
+    train_stage(train_stacks=stacks[:3], val_stacks=stacks[3:], model_spec=SPEC, stage=s["stage1"], training=s,
+                weights_out=tmp_path / "w.pt", history_out=tmp_path / "h.tsv", checkpoint_dir=tmp_path / "c",
+                device="cuda", log=lambda *_: None)
+    assert torch.backends.cudnn.benchmark
+    assert all(torch.isfinite(v).all() for v in weights(tmp_path / "w.pt").values())

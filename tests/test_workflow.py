@@ -38,14 +38,23 @@ def test_whole_study_produces_metrics_tests_and_figures(finished_run):
     assert {"train", "test_A", "B"} <= set(split.set)
 
     metrics = pd.read_csv(results / "studies" / "baselines" / "metrics.tsv", sep="\t")
-    assert set(metrics.model) == {"unet2d", "unet3d", "hrfcn2d", "hrfcn3d"}
+    assert set(metrics.model) == {"unet2d", "hrfcn3d"}  # config/tiny.yaml's baselines
     assert all(set(metrics.scan[metrics.model == m]) == test_scans for m in metrics.model.unique())
     assert np.isfinite(metrics.psnr_brain).all() and metrics.ssim_brain.between(-1, 1).all()
     b = metrics[metrics.set == "B"]
     assert np.isfinite(b.psnr_tumour).all() and metrics[metrics.set == "test_A"].psnr_tumour.isna().all()
 
     ttests = pd.read_csv(results / "studies" / "baselines" / "ttests.tsv", sep="\t")
-    assert len(ttests.groupby(["model_a", "model_b"])) == 6  # every pair of the four models
+    assert set(zip(ttests.model_a, ttests.model_b)) == {("unet2d", "hrfcn3d")}
+    assert set(ttests.set) == {"test_A", "B"}
+    psnr = ttests[(ttests.metric == "psnr_brain") & (ttests.set == "test_A")].iloc[0]
+    by_model = metrics[metrics.set == "test_A"].groupby("model").psnr_brain.mean()
+    assert psnr.mean_a == pytest.approx(by_model["unet2d"]) and psnr.mean_b == pytest.approx(by_model["hrfcn3d"])
+
+    # the local-loss ablation fine-tunes hrfcn3d's stage-1 weights instead of training its own
+    assert not (results / "models" / "hrfcn3d_r10" / "stage1").exists()
+    for study in ("ablation_inputs", "ablation_local_loss"):
+        assert (results / "studies" / study / "summary.tsv").stat().st_size > 0
 
     for name in ("qualitative", "metric_distributions", "training_curves"):
         png = results / "studies" / "baselines" / f"{name}.png"

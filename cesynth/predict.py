@@ -1,0 +1,145 @@
+"""Prediction for new patients who received no contrast: synthetic CE-T1 from their own scans.
+
+The inputs of a new patient are registered to the patient's own T1 (there is no CE-T1 to register
+to), skull-stripped on the T1 and preprocessed exactly as in training (:mod:`cesynth.preprocessing`).
+A trained model then synthesizes the CE-T1 on the model grid, which is resampled back onto the
+patient's native T1 grid so that it overlays the acquired scans in any viewer. Every output says,
+in its NIfTI header, in a JSON sidecar and in its figure, that it is synthetic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from . import study as S
+from .cohort import load_samples as _load_sheet
+from .inference import synthesize_scan
+from .io import Stack, save_nifti, write_json
+from .training import load_weights, select_device
+from .validate import InputError, check_sheet
+
+REFERENCE = "t1"  # the registration and grid reference of a patient without CE-T1
+WARNING = ("SYNTHETIC contrast-enhanced T1 computed by a neural network from non-contrast scans; "
+           "no contrast agent was given and this image was not acquired. Intensities are equalized "
+           "to [0, 1] inside the brain, not scanner units.")
+
+PATHS = {
+    "validated": "{r}/predict/{pscan}/qc/{pscan}_inputs_validated.tsv",
+    "coregistered": "{r}/predict/{pscan}/preproc/{pscan}_space-T1_{pmod}.nii.gz",
+    "transform": "{r}/predict/{pscan}/preproc/{pscan}_from-{pmod}_to-T1.mat",
+    "coreg_qc": "{r}/predict/{pscan}/qc/{pscan}_from-{pmod}_qc.json",
+    "brain_mask": "{r}/predict/{pscan}/preproc/{pscan}_desc-brain_mask.nii.gz",
+    "skullstrip_qc": "{r}/predict/{pscan}/qc/{pscan}_desc-brain_qc.json",
+    "stack": "{r}/predict/{pscan}/preproc/{pscan}_desc-preproc.npy",
+    "stack_json": "{r}/predict/{pscan}/preproc/{pscan}_desc-preproc.json",
+    "synth": "{r}/predict/{pscan}/{pscan}_model-{model}_desc-synthetic_ce_t1.nii.gz",
+    "synth_model": "{r}/predict/{pscan}/{pscan}_model-{model}_space-model_desc-synthetic_ce_t1.nii.gz",
+    "sidecar": "{r}/predict/{pscan}/{pscan}_model-{model}_desc-synthetic_ce_t1.json",
+    "panel": "{r}/predict/{pscan}/{pscan}_model-{model}_desc-synthetic_panel.png",
+}
+
+
+def path(kind: str, **entities) -> str:
+    """Like :func:`cesynth.study.path`, for the prediction outputs under ``results/predict/``."""
+    return PATHS[kind].format_map(S._KeepMissing({"r": S.RESULTS, **entities}))
+
+
+def not_configured(_wildcards=None):
+    raise ValueError("snakemake predict: set predict.samplesheet (a TSV/CSV with columns patient, scan and one "
+                     "column per input of predict.model, e.g. t1, t2, flair; no CE-T1) and predict.model "
+                     "(a model name under models:), e.g. --configfile my_predict.yaml; see docs/predict.md")
+
+
+def load_samples(samplesheet, inputs):
+    """The prediction sheet as a table (paths made absolute), refused with every sheet problem listed."""
+    table = _load_sheet({"source": "samplesheet", "samplesheet": samplesheet}, None, None)
+    problems = check_sheet(table, inputs)
+    if problems:
+        raise InputError(problems)
+    return table
+
+
+def sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def to_native(volume_xyz: np.ndarray, model_affine: np.ndarray, native_path) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a model-space volume onto the grid of ``native_path``; returns (array, native affine).
+
+    Inverts :func:`cesynth.preprocessing.canonical` + ``resize`` in one step: every native voxel is
+    mapped through world coordinates into the model grid (trilinear; outside the model grid = 0).
+    """
+    native = nib.load(str(native_path))
+    to_model = np.linalg.inv(model_affine) @ native.affine
+    out = ndimage.affine_transform(np.asarray(volume_xyz, dtype=np.float32), to_model[:3, :3], offset=to_model[:3, 3],
+                                   output_shape=native.shape[:3], order=1, mode="constant", cval=0.0)
+    return out.astype(np.float32), native.affine
+
+
+def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack_path, t1_path, inputs: dict,
+                 settings: dict, out: dict, stride=1, batch_size=4, device="auto", amp=True) -> dict:
+    """Synthesize one patient's CE-T1 and write ``out``: synth (native T1 grid), synth_model, sidecar, panel.
+
+    ``settings`` (the configuration sections that shaped the result) goes into the sidecar verbatim.
+    """
+    device = select_device(device)
+    model, payload = load_weights(weights, device)
+    if payload["model_spec"] != model_spec:
+        raise ValueError(f"{weights}: weights are of model {payload['model_spec']}, but predict.model "
+                         f"{model_name!r} is configured as {model_spec}")
+    pred = synthesize_scan(model, payload, stack_path, out["synth_model"], stride, batch_size, device, amp)
+    stack = Stack(stack_path)
+    native, native_affine = to_native(stack.to_xyz(pred), stack.affine, t1_path)
+    description = f"SYNTHETIC CE-T1 (cesynth {model_name}), not acquired"
+    save_nifti(native, native_affine, out["synth"], description=description)
+    sidecar = {
+        "synthetic": True,
+        "warning": WARNING,
+        "scan": scan,
+        "model": model_name,
+        "model_spec": model_spec,
+        "target": payload["target"],
+        "weights": str(weights),
+        "weights_sha256": sha256(weights),
+        "inputs": {name: str(p) for name, p in inputs.items()},
+        "space": {"synth": f"native grid of the input T1 ({t1_path})", "synth_model": "model grid (RAS, resized)"},
+        "config": settings,
+        "config_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest(),
+        "nifti_descrip": description,
+    }
+    write_json(sidecar, out["sidecar"])
+    panel(stack, pred, model_spec["inputs"], out["panel"], f"{scan}: SYNTHETIC - not acquired (model {model_name})")
+    return sidecar
+
+
+def panel(stack: Stack, pred_zyx: np.ndarray, inputs, out_path, title: str, n_slices: int = 4):
+    """Rows = axial slices spread over the brain; columns = the inputs and the synthetic CE-T1."""
+    from .plots import _axial, _save, plt
+
+    brain_z = np.flatnonzero(np.asarray(stack["brain_mask"]).sum(axis=(1, 2)))
+    lo, hi = (brain_z[0], brain_z[-1]) if brain_z.size else (0, pred_zyx.shape[0] - 1)
+    slices = np.unique(np.linspace(lo, hi, n_slices + 2).round().astype(int)[1:-1])
+    columns = [*inputs, "SYNTHETIC CE-T1"]
+    fig, axes = plt.subplots(len(slices), len(columns), figsize=(2.2 * len(columns), 2.3 * len(slices)),
+                             squeeze=False)
+    for row, z in enumerate(slices):
+        for col, image in enumerate([*(stack[m] for m in inputs), pred_zyx]):
+            ax = axes[row, col]
+            ax.imshow(_axial(image, z), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if row == 0:
+                ax.set_title(columns[col], fontsize=9, color="red" if col == len(inputs) else "black")
+        axes[row, 0].set_ylabel(f"z={z}", fontsize=9)
+    fig.suptitle(title, color="red", fontsize=11)
+    fig.tight_layout()
+    _save(fig, out_path)
+

@@ -1,0 +1,169 @@
+# Prediction for new patients without CE-T1 (snakemake predict): the same preprocessing as training,
+# but registered to and skull-stripped on the patient's own T1, and written back onto its native grid.
+
+from cesynth import predict as P
+
+PREDICT = config.get("predict") or {}
+
+if PREDICT.get("samplesheet"):
+    PREDICT_MODEL = PREDICT["model"]
+    if PREDICT_MODEL not in config["models"]:
+        raise ValueError(f"predict.model {PREDICT_MODEL!r} is not a model; models: {sorted(config['models'])}")
+    PREDICT_SPEC = S.model_spec(config, PREDICT_MODEL)
+    PREDICT_MOVING = [m for m in PREDICT_SPEC["inputs"] if m != P.REFERENCE]
+    PREDICT_SAMPLES = P.load_samples(PREDICT["samplesheet"], PREDICT_SPEC["inputs"]).set_index("scan", drop=False)
+    # Explicit weights (e.g. copied from a training site) or the ones this workflow trains.
+    PREDICT_WEIGHTS = PREDICT.get("weights") or S.path("weights", model=PREDICT_MODEL, stage=2)
+
+    wildcard_constraints:
+        pscan="|".join(map(re.escape, PREDICT_SAMPLES.scan)),
+        pmod="|".join(PREDICT_MOVING) or "(?!)",
+
+    def predict_out(kind, pscan="{pscan}"):
+        return P.path(kind, pscan=pscan, model=PREDICT_MODEL)
+
+    rule predict:
+        """Synthetic CE-T1 of every scan of predict.samplesheet, on its native T1 grid and in model space."""
+        input:
+            [predict_out(k, s) for s in PREDICT_SAMPLES.scan for k in ("synth", "synth_model", "sidecar", "panel")],
+
+    rule predict_validate:
+        """Open every input image of one new scan (3-D, finite, not constant, plausible voxels)."""
+        input:
+            images=lambda w: [PREDICT_SAMPLES.at[w.pscan, m] for m in PREDICT_SPEC["inputs"]],
+        output:
+            P.path("validated"),
+        params:
+            samples=lambda w: [PREDICT_SAMPLES.loc[w.pscan].to_dict()],
+            modalities=PREDICT_SPEC["inputs"],
+            reference=P.REFERENCE,
+        group:
+            "predict"
+        conda:
+            "../envs/preprocess.yaml"
+        log:
+            log("predict_validate", "{pscan}"),
+        script:
+            "../workflow_scripts/validate_inputs.py"
+
+    rule predict_coregister:
+        """Register one input of a new scan onto its T1 with ANTs, resampled to the T1 grid."""
+        input:
+            moving=lambda w: PREDICT_SAMPLES.at[w.pscan, w.pmod],
+            reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
+            validated=P.path("validated"),
+        output:
+            image=P.path("coregistered"),
+            transform=P.path("transform"),
+            qc=P.path("coreg_qc"),
+        params:
+            transform=config["registration"]["transform"],
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        group:
+            "predict"
+        conda:
+            "../envs/preprocess.yaml"
+        log:
+            log("predict_coregister", "{pscan}_{pmod}"),
+        benchmark:
+            benchmark("predict_coregister", "{pscan}_{pmod}")
+        script:
+            "../workflow_scripts/coregister.py"
+
+    rule predict_skullstrip:
+        """Brain mask of the new scan's T1 (no CE-T1 exists)."""
+        input:
+            reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
+            validated=P.path("validated"),
+        output:
+            mask=P.path("brain_mask"),
+            qc=P.path("skullstrip_qc"),
+        params:
+            **config["skullstrip"],
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        group:
+            "predict"
+        conda:
+            "../envs/preprocess.yaml"
+        log:
+            log("predict_skullstrip", "{pscan}"),
+        benchmark:
+            benchmark("predict_skullstrip", "{pscan}")
+        script:
+            "../workflow_scripts/skullstrip.py"
+
+    rule predict_preprocess:
+        """Mask, resize and equalize exactly as in training; no CE-T1, so no enhancement mask."""
+        input:
+            reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
+            coregistered=expand(P.path("coregistered"), pmod=PREDICT_MOVING, allow_missing=True),
+            mask=P.path("brain_mask"),
+        output:
+            stack=P.path("stack"),
+            meta=P.path("stack_json"),
+        params:
+            modalities=PREDICT_SPEC["inputs"],
+            moving=PREDICT_MOVING,
+            reference=P.REFERENCE,
+            **config["preprocess"],
+        resources:
+            mem_mb=4000,
+            runtime=15,
+        group:
+            "predict"
+        conda:
+            "../envs/preprocess.yaml"
+        log:
+            log("predict_preprocess", "{pscan}"),
+        script:
+            "../workflow_scripts/predict_preprocess.py"
+
+    rule predict_synthesize:
+        """Run the trained model; write the synthetic CE-T1 (native T1 grid and model space), sidecar, panel."""
+        input:
+            weights=PREDICT_WEIGHTS,
+            stack=P.path("stack"),
+            meta=P.path("stack_json"),
+            t1=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
+        output:
+            synth=predict_out("synth"),
+            synth_model=predict_out("synth_model"),
+            sidecar=predict_out("sidecar"),
+            panel=predict_out("panel"),
+        params:
+            model=PREDICT_MODEL,
+            spec=PREDICT_SPEC,
+            inputs=lambda w: {m: PREDICT_SAMPLES.at[w.pscan, m] for m in PREDICT_SPEC["inputs"]},
+            settings={
+                "model": config["models"][PREDICT_MODEL],
+                **{k: config[k] for k in ("registration", "skullstrip", "preprocess", "inference")},
+            },
+            device=S.model_settings(config, PREDICT_MODEL)["device"],
+            amp=S.model_settings(config, PREDICT_MODEL)["amp"],
+            **config["inference"],
+        threads: S.model_settings(config, PREDICT_MODEL)["threads"]
+        resources:
+            mem_mb=8000,
+            runtime=30,
+            gpu=1,
+        conda:
+            "../envs/train.yaml"
+        log:
+            log("predict_synthesize", "{pscan}"),
+        benchmark:
+            benchmark("predict_synthesize", "{pscan}")
+        script:
+            "../workflow_scripts/predict_synthesize.py"
+
+else:
+
+    rule predict:
+        """Not configured: fails with what to set (predict.samplesheet, predict.model)."""
+        input:
+            P.not_configured,

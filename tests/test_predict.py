@@ -1,0 +1,69 @@
+"""snakemake predict on a real TCGA case (T1, T2, FLAIR; its CE-T1 withheld) with a model trained on the demo."""
+
+import hashlib
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, TCGA
+from test_workflow import snakemake
+
+pytestmark = pytest.mark.skipif(not (TCGA / "t1.nii.gz").is_file(), reason="TCGA case not available")
+
+
+def predict_config(tmp_path):
+    """Tiny config with FLAIR instead of ADC everywhere, a 2-patient demo to train on, and the predict sheet."""
+    defaults = yaml.safe_load((REPO / "config.yaml").read_text())
+    tiny = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
+    models = {**defaults["models"], **tiny["models"]}
+    sheet = tmp_path / "predict.tsv"
+    sheet.write_text("patient\tscan\tt1\tt2\tflair\n"
+                     f"TCGA-FG-6692\tFG6692\t{TCGA / 't1.nii.gz'}\t{TCGA / 't2.nii.gz'}\t{TCGA / 'flair.nii.gz'}\n")
+    config = tmp_path / "predict.yaml"
+    config.write_text(yaml.safe_dump({
+        "modalities": ["t1", "t2", "flair"],
+        "demo": {"patients": 2, "followups": 0, "expert_masks": 0},
+        "models": {name: {"inputs": ["flair" if m == "adc" else m for m in entry["inputs"]]}
+                   for name, entry in models.items()},
+        "predict": {"samplesheet": str(sheet), "model": "hrfcn3d"},
+    }))
+    return config
+
+
+def test_predict_without_contrast_on_a_real_case(tmp_path):
+    work = tmp_path / "work"
+    snakemake(work, "--configfile", str(REPO / "config" / "tiny.yaml"), str(predict_config(tmp_path)),
+              "--cores", "2", "predict")
+    out = work / "results" / "predict" / "FG6692"
+    native_t1 = nib.load(TCGA / "t1.nii.gz")
+    synth = nib.load(out / "FG6692_model-hrfcn3d_desc-synthetic_ce_t1.nii.gz")
+    assert synth.shape == native_t1.shape and np.allclose(synth.affine, native_t1.affine, atol=1e-4)
+    assert synth.header["descrip"].tobytes().startswith(b"SYNTHETIC CE-T1")
+    data = synth.get_fdata()
+    brain = nib.load(out / "preproc" / "FG6692_desc-brain_mask.nii.gz").get_fdata() > 0
+    assert np.isfinite(data).all() and data.min() >= 0 and data.max() <= 1
+    assert data[brain].mean() > 0.05 and (data[~brain] == 0).mean() > 0.9  # signal in the head, none outside
+
+    model_space = nib.load(out / "FG6692_model-hrfcn3d_space-model_desc-synthetic_ce_t1.nii.gz")
+    assert model_space.shape == (32, 32, 32)
+
+    sidecar = json.loads((out / "FG6692_model-hrfcn3d_desc-synthetic_ce_t1.json").read_text())
+    weights = work / "results" / "models" / "hrfcn3d" / "stage2" / "weights.pt"
+    assert sidecar["synthetic"] is True and "not acquired" in sidecar["warning"]
+    assert sidecar["model"] == "hrfcn3d" and sidecar["model_spec"]["inputs"] == ["t1", "t2", "flair"]
+    assert sidecar["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert sidecar["inputs"]["t1"] == str(TCGA / "t1.nii.gz") and "ce_t1" not in sidecar["inputs"]
+    assert sidecar["config"]["preprocess"]["shape"] == [32, 32, 32] and len(sidecar["config_sha256"]) == 64
+
+    png = out / "FG6692_model-hrfcn3d_desc-synthetic_panel.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    stack = json.loads((out / "preproc" / "FG6692_desc-preproc.json").read_text())
+    assert stack["channels"] == ["t1", "t2", "flair", "brain_mask"]  # t1 once, no enhancement mask
+
+
+def test_predict_target_without_a_sheet_says_what_to_configure(tmp_path):
+    result = snakemake(tmp_path, "-n", "predict", check=False)
+    assert result.returncode != 0 and "set predict.samplesheet" in result.stdout + result.stderr

@@ -1,0 +1,230 @@
+"""`snakemake --profile profiles/slurm` against a real single-node SLURM cluster started here.
+
+The cluster (munged, slurmctld, slurmd from Debian's slurm-wlm; one node with its real CPUs and
+memory and a count-only GPU) is brought up by tests/slurm_cluster.py and torn down afterwards.
+The preprocessing of the tiny demo cohort runs locally first (it is slow and CPU-only); then the
+`split` rule (CPU) and `train_stage1` of one model (GPU) go through sbatch with the real profile,
+and a broken input makes the `validate_inputs` job fail inside SLURM.
+
+Test-only overrides of the profile: no conda (`--sdm env-modules`: no rule declares env modules, so
+nothing is deployed; the jobs use the venv of this interpreter), `--slurm-status-command squeue`
+(no accounting database here, so no sacct), a 5 s first status check, `--slurm-no-account`,
+`--retries 0`, and `--slurm-keep-successful-logs` so the logs of finished jobs can be read.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from slurm_cluster import CPU_PARTITION, GPU_PARTITION, LocalSlurm, skip_reason
+
+pytestmark = pytest.mark.slurm
+
+MODEL = "unet2d"
+WEIGHTS = f"results/models/{MODEL}/stage1/weights.pt"
+TRAIN_MEM_MB = 16000  # rules/train.smk: train_stage1 resources mem_mb
+TRAIN_THREADS = 2  # rules/train.smk: train_stage1 threads
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+# Three single-scan patients: one in each of train, test_A and B (fewer skull strips to run locally).
+SMALL_COHORT = "demo: {patients: 3, followups: 0, expert_masks: 1}\n"
+SLURM_OVERRIDES = [
+    "--profile", str(REPO / "profiles" / "slurm"),
+    "--sdm", "env-modules",
+    "--retries", "0",
+    "--slurm-status-command", "squeue",
+    "--slurm-no-account",
+    "--slurm-keep-successful-logs",
+    "--verbose",
+]
+
+REASON = skip_reason()
+if REASON:
+    print(f"\ntests/test_slurm.py skipped: {REASON}", file=sys.stderr)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if REASON:
+        pytest.skip(REASON)
+    c = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+        assert not c.running(), f"SLURM daemons still up after tear-down: {c.running()}"
+
+
+def job_env(cluster) -> dict:
+    env = cluster.env()
+    # sbatch jobs run `python -m snakemake` with this interpreter; scripts find its venv first on PATH.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+    env["PYTHONUNBUFFERED"] = "1"
+    env["CESYNTH_SLURM_PARTITION"] = CPU_PARTITION
+    env["CESYNTH_SLURM_GPU_PARTITION"] = GPU_PARTITION
+    env.pop("CESYNTH_SLURM_ACCOUNT", None)
+    env.pop("CESYNTH_GPU_MODEL", None)
+    return env
+
+
+def snakemake(workdir, configfiles, args, env=None, timeout=600):
+    """Targets go last in ``args``, after a single-valued option (--configfile etc. take lists)."""
+    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--configfile", *map(str, configfiles), *args]
+    start = time.monotonic()
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    result.seconds = time.monotonic() - start
+    result.out = result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def preprocessed(tmp_path_factory):
+    """The tiny cohort preprocessed and split locally (no SLURM): everything train_stage1 needs."""
+    if REASON:
+        pytest.skip(REASON)
+    work = tmp_path_factory.mktemp("slurm_work")
+    small = work.parent / "small_cohort.yaml"
+    small.write_text(SMALL_COHORT)
+    configs = [REPO / "config" / "tiny.yaml", small]
+    result = snakemake(work, configs, ["--omit-from", "train_stage1", "--cores", "2", WEIGHTS])
+    assert result.returncode == 0, result.out[-5000:]
+    assert not (work / WEIGHTS).exists()
+    return work, configs
+
+
+def sbatch_calls(log: str) -> dict[str, str]:
+    """`sbatch call:` lines (Snakemake --verbose) by their --comment (rule_<name>[_wildcards_<w>])."""
+    calls = {}
+    for line in log.splitlines():
+        if "sbatch call:" in line:
+            call = line.split("sbatch call:", 1)[1].strip()
+            comment = re.search(r"--comment (\S+)", call).group(1).strip("'")
+            calls[comment] = call
+    return calls
+
+
+def submissions(log: str) -> dict[str, tuple[str, Path]]:
+    """SLURM job id and SLURM log of each submitted job, by rule name."""
+    found = {}
+    for jobid, path in re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.", log):
+        found[re.search(r"slurm_logs/rule_([^/]+)/", path).group(1)] = (jobid, Path(path))
+    return found
+
+
+def without_resources(call: str) -> str:
+    """The sbatch options, without the --wrap'ed Snakemake command (which names every rule)."""
+    return call.split(" --wrap=", 1)[0]
+
+
+def test_cpu_and_gpu_rules_run_through_sbatch(cluster, preprocessed):
+    work, configs = preprocessed
+    env = job_env(cluster)
+    extra = []
+    node_mem, node_cpus = int(cluster.node["RealMemory"]), int(cluster.node["CPUs"])
+    train_mem = TRAIN_MEM_MB
+    if node_mem < TRAIN_MEM_MB:  # a smaller CI machine: keep the request schedulable
+        train_mem = node_mem
+        extra += ["--set-resources", f"train_stage1:mem_mb={node_mem}", f"train_stage1:slurm_partition='{GPU_PARTITION}'"]
+    if node_cpus < TRAIN_THREADS:
+        extra += ["--set-threads", f"train_stage1={node_cpus}"]
+    split_before = (work / "results" / "split.tsv").read_text()
+
+    result = snakemake(work, configs, [*SLURM_OVERRIDES, *extra, "--forcerun", "split",
+                                       "--slurm-init-seconds-before-status-checks", "5", WEIGHTS], env=env)
+    log = result.out
+    print(f"\nSLURM run: {result.seconds:.0f} s")
+    assert result.returncode == 0, log[-8000:]
+
+    # Both jobs went through sbatch, with the profile's and the rules' resources.
+    calls = sbatch_calls(log)
+    assert set(calls) == {"rule_split", f"rule_train_stage1_wildcards_{MODEL}"}, list(calls)
+    cpu = without_resources(calls["rule_split"])
+    gpu = without_resources(calls[f"rule_train_stage1_wildcards_{MODEL}"])
+    print(f"CPU rule: {cpu}\nGPU rule: {gpu}")
+    assert f"-p {CPU_PARTITION}" in cpu and "-t 30" in cpu and "--mem 4000" in cpu
+    assert "--cpus-per-task=1" in cpu and "--ntasks=1" in cpu
+    assert "gpu" not in cpu.replace(f"-p {CPU_PARTITION}", "").replace("--job-name", "").lower(), cpu
+    assert "--gpus=1" in gpu and "--ntasks-per-gpu=1" in gpu, gpu
+    assert f"-p {GPU_PARTITION}" in gpu and "-t 70" in gpu and f"--mem {train_mem}" in gpu
+    assert f"--cpus-per-gpu={min(TRAIN_THREADS, node_cpus)}" in gpu or "--cpus-per-task=" in gpu
+    assert "-A " not in cpu and "-A " not in gpu  # no account on this cluster
+    assert f"-D {work}" in cpu and "--deployment-method env-modules" in calls["rule_split"]
+    assert f"{sys.executable} -m snakemake" in calls["rule_split"]
+
+    # Real SLURM job ids, each with its SLURM log under .snakemake/slurm_logs/.
+    subs = submissions(log)
+    assert set(subs) == {"split", "train_stage1"}, subs
+    for rule, (jobid, slurm_log) in subs.items():
+        assert slurm_log.is_relative_to(work / ".snakemake" / "slurm_logs" / f"rule_{rule}"), slurm_log
+        assert slurm_log.name == f"{jobid}.log" and slurm_log.is_file()
+        text = slurm_log.read_text(errors="replace")
+        assert f"rule {rule}:" in text and "1 of 1 steps (100%) done" in text, text[-3000:]
+        job = cluster.run("scontrol", "show", "job", jobid).stdout
+        assert "JobState=COMPLETED" in job and f"Comment=rule_{rule}" in job, job
+        if rule == "train_stage1":
+            assert f"Partition={GPU_PARTITION}" in job and "TresPerJob=gres:gpu:1" in job, job
+            assert "'CUDA_VISIBLE_DEVICES': '0'" in text  # SLURM bound the (count-only) GPU
+        else:
+            assert f"Partition={CPU_PARTITION}" in job and "gpu" not in job.split("TRES=")[1].split()[0]
+            assert "CUDA_VISIBLE_DEVICES" not in text
+
+    # Outputs: the same split, trained weights, one epoch of history, the rule log and benchmark.
+    results = work / "results"
+    assert (results / "split.tsv").read_text() == split_before
+    assert (work / WEIGHTS).stat().st_size > 1000
+    history = pd.read_csv(results / "models" / MODEL / "stage1" / "history.tsv", sep="\t")
+    assert len(history) == 1 and np.isfinite(history.select_dtypes("number").to_numpy()).all()
+    assert (results / "logs" / "train_stage1" / f"{MODEL}.log").is_file()
+    bench = pd.read_csv(results / "benchmarks" / "train_stage1" / f"{MODEL}.tsv", sep="\t")
+    assert len(bench) == 1 and bench.s.iloc[0] > 0
+
+    # Nothing left to do for that target.
+    again = snakemake(work, configs, ["--cores", "1", "-n", WEIGHTS])
+    assert "Nothing to be done" in again.out, again.out[-3000:]
+
+
+def test_failing_job_is_reported_with_its_slurm_log(cluster, preprocessed, tmp_path):
+    """A NaN voxel in one scan: validate_inputs fails inside its SLURM job, Snakemake names the log."""
+    work, configs = preprocessed
+    demo = work / "results" / "demo"
+    sheet = pd.read_csv(demo / "samples.tsv", sep="\t", keep_default_na=False)
+    for column in sheet.columns:  # absolute paths: the broken sheet lives elsewhere
+        sheet[column] = [str(work / v) if v.endswith(".nii.gz") and not os.path.isabs(v) else v
+                         for v in sheet[column]]
+    image = nib.load(sheet.adc[0])
+    data = image.get_fdata()
+    data[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(data, image.affine), tmp_path / "nan_adc.nii.gz")
+    sheet.loc[0, "adc"] = str(tmp_path / "nan_adc.nii.gz")
+    sheet.to_csv(tmp_path / "broken.tsv", sep="\t", index=False)
+
+    fail_work = tmp_path / "work"
+    result = snakemake(fail_work, configs, [
+        *SLURM_OVERRIDES,
+        "--config", f"input={{'source': 'samplesheet', 'samplesheet': '{tmp_path / 'broken.tsv'}'}}",
+        "--slurm-init-seconds-before-status-checks", "5", "results/qc/inputs_validated.tsv",
+    ], env=job_env(cluster))
+    log = result.out
+    print(f"\nfailing SLURM run: {result.seconds:.0f} s")
+    assert result.returncode != 0, log[-5000:]
+    subs = submissions(log)
+    assert set(subs) == {"validate_inputs"}, log[-5000:]
+    jobid, slurm_log = subs["validate_inputs"]
+    assert "gpu" not in without_resources(sbatch_calls(log)["rule_validate_inputs"]).split("--comment")[1]
+    assert "Error in rule validate_inputs" in log
+    assert f"SLURM-job '{jobid}' failed, SLURM status is: 'FAILED'" in log, log[-5000:]
+    assert str(slurm_log) in log  # the SLURM log is named next to the rule log
+    assert slurm_log.is_file() and "Error in rule validate_inputs" in slurm_log.read_text(errors="replace")
+    rule_log = (fail_work / "results" / "logs" / "validate_inputs" / "all.log").read_text()
+    assert f"scan {sheet.scan[0]} ({tmp_path / 'nan_adc.nii.gz'}): adc: 1 voxel(s) are NaN" in rule_log
+    assert "JobState=FAILED" in cluster.run("scontrol", "show", "job", jobid).stdout
+    assert not (fail_work / "results" / "qc" / "inputs_validated.tsv").exists()

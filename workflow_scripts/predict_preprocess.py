@@ -1,0 +1,11 @@
+from cesynth.io import redirect_output, save_stack
+from cesynth.preprocessing import preprocess_scan
+
+p = snakemake.params
+with redirect_output(snakemake.log[0]):
+    coregistered = dict(zip(p.moving, snakemake.input.coregistered))
+    inputs = {m: coregistered.get(m, snakemake.input.reference) for m in p.modalities}
+    stack, channels, affine = preprocess_scan(snakemake.input.reference, inputs, snakemake.input.mask, p.shape,
+                                              p.equalization, reference_name=p.reference)
+    save_stack(stack, channels, affine, snakemake.output.stack, snakemake.output.meta,
+               extra={"scan": snakemake.wildcards.pscan, "equalization": p.equalization})

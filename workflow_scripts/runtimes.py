@@ -1,0 +1,8 @@
+from cesynth.io import redirect_output, write_table
+from cesynth.plots import runtimes
+from cesynth.report import runtime_table
+
+with redirect_output(snakemake.log[0]):
+    table = runtime_table(snakemake.input.benchmarks)
+    write_table(table, snakemake.output.table)
+    runtimes(table, snakemake.output.figure)
