@@ -110,6 +110,7 @@ def psnr_bars(metrics: pd.DataFrame, out_path, order=None):
     fig, ax = plt.subplots(figsize=(1.3 * max(len(order or long.model.unique()), 3) + 2, 3.6))
     sns.barplot(data=long, x="model", y="PSNR (dB)", hue="region", order=order, errorbar="sd", ax=ax, capsize=0.1)
     ax.set_xlabel(""), ax.tick_params(axis="x", rotation=30)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
     fig.tight_layout()
     _save(fig, out_path)
 

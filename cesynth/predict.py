@@ -16,7 +16,6 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from . import study as S
 from .cohort import load_samples as _load_sheet
 from .inference import synthesize_scan
 from .io import Stack, save_nifti, write_json
@@ -27,27 +26,6 @@ REFERENCE = "t1"  # the registration and grid reference of a patient without CE-
 WARNING = ("SYNTHETIC contrast-enhanced T1 computed by a neural network from non-contrast scans; "
            "no contrast agent was given and this image was not acquired. Intensities are equalized "
            "to [0, 1] inside the brain, not scanner units.")
-
-PATHS = {
-    "validated": "{r}/predict/{pscan}/qc/{pscan}_inputs_validated.tsv",
-    "coregistered": "{r}/predict/{pscan}/preproc/{pscan}_space-T1_{pmod}.nii.gz",
-    "transform": "{r}/predict/{pscan}/preproc/{pscan}_from-{pmod}_to-T1.mat",
-    "coreg_qc": "{r}/predict/{pscan}/qc/{pscan}_from-{pmod}_qc.json",
-    "brain_mask": "{r}/predict/{pscan}/preproc/{pscan}_desc-brain_mask.nii.gz",
-    "skullstrip_qc": "{r}/predict/{pscan}/qc/{pscan}_desc-brain_qc.json",
-    "stack": "{r}/predict/{pscan}/preproc/{pscan}_desc-preproc.npy",
-    "stack_json": "{r}/predict/{pscan}/preproc/{pscan}_desc-preproc.json",
-    "synth": "{r}/predict/{pscan}/{pscan}_model-{model}_desc-synthetic_ce_t1.nii.gz",
-    "synth_model": "{r}/predict/{pscan}/{pscan}_model-{model}_space-model_desc-synthetic_ce_t1.nii.gz",
-    "sidecar": "{r}/predict/{pscan}/{pscan}_model-{model}_desc-synthetic_ce_t1.json",
-    "panel": "{r}/predict/{pscan}/{pscan}_model-{model}_desc-synthetic_panel.png",
-}
-
-
-def path(kind: str, **entities) -> str:
-    """Like :func:`cesynth.study.path`, for the prediction outputs under ``results/predict/``."""
-    return PATHS[kind].format_map(S._KeepMissing({"r": S.RESULTS, **entities}))
-
 
 def not_configured(_wildcards=None):
     raise ValueError("snakemake predict: set predict.samplesheet (a TSV/CSV with columns patient, scan and one "

@@ -160,6 +160,7 @@ def train_stage(*, train_stacks, val_stacks, model_spec: dict, stage: dict, trai
                     _barrier(world)  # no process exits (and gets its siblings killed) before the checkpoint is saved
                     raise Interrupted(f"stopped by signal {stop['signal']} at epoch {epoch + 1} step {step + 1}; "
                                       f"checkpoint {checkpoint} saved - rerun to resume")
+            sums = _mean_over_ranks(sums, world, device)
             row = {"epoch": epoch + 1, "lr": float(stage["lr"]), "seconds": round(time.time() - started, 2),
                    **{f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()}}
             if validation is not None and rank == 0:
@@ -239,6 +240,15 @@ def _any_rank(signum, world, device) -> bool:
     flag = torch.tensor([0 if signum is None else 1], device=device)
     torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
     return bool(flag.item())
+
+
+def _mean_over_ranks(sums: dict, world, device) -> dict:
+    """Per-process loss sums -> their mean over processes, so the history describes every patch."""
+    if world == 1:
+        return sums
+    values = torch.tensor(list(sums.values()), dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(values)
+    return dict(zip(sums, (values / world).tolist()))
 
 
 def _barrier(world):

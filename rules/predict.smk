@@ -20,7 +20,7 @@ if PREDICT.get("samplesheet"):
         pmod="|".join(PREDICT_MOVING) or "(?!)",
 
     def predict_out(kind, pscan="{pscan}"):
-        return P.path(kind, pscan=pscan, model=PREDICT_MODEL)
+        return S.path(f"predict_{kind}", pscan=pscan, model=PREDICT_MODEL)
 
     rule predict:
         """Synthetic CE-T1 of every scan of predict.samplesheet, on its native T1 grid and in model space."""
@@ -32,7 +32,7 @@ if PREDICT.get("samplesheet"):
         input:
             images=lambda w: [PREDICT_SAMPLES.at[w.pscan, m] for m in PREDICT_SPEC["inputs"]],
         output:
-            P.path("validated"),
+            S.path("predict_validated"),
         params:
             samples=lambda w: [PREDICT_SAMPLES.loc[w.pscan].to_dict()],
             modalities=PREDICT_SPEC["inputs"],
@@ -51,11 +51,11 @@ if PREDICT.get("samplesheet"):
         input:
             moving=lambda w: PREDICT_SAMPLES.at[w.pscan, w.pmod],
             reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
-            validated=P.path("validated"),
+            validated=S.path("predict_validated"),
         output:
-            image=P.path("coregistered"),
-            transform=P.path("transform"),
-            qc=P.path("coreg_qc"),
+            image=S.path("predict_coregistered"),
+            transform=S.path("predict_transform"),
+            qc=S.path("predict_coreg_qc"),
         params:
             transform=config["registration"]["transform"],
         threads: 1
@@ -77,10 +77,10 @@ if PREDICT.get("samplesheet"):
         """Brain mask of the new scan's T1 (no CE-T1 exists)."""
         input:
             reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
-            validated=P.path("validated"),
+            validated=S.path("predict_validated"),
         output:
-            mask=P.path("brain_mask"),
-            qc=P.path("skullstrip_qc"),
+            mask=S.path("predict_brain_mask"),
+            qc=S.path("predict_skullstrip_qc"),
         params:
             **config["skullstrip"],
         threads: 1
@@ -102,11 +102,11 @@ if PREDICT.get("samplesheet"):
         """Mask, resize and equalize exactly as in training; no CE-T1, so no enhancement mask."""
         input:
             reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
-            coregistered=expand(P.path("coregistered"), pmod=PREDICT_MOVING, allow_missing=True),
-            mask=P.path("brain_mask"),
+            coregistered=expand(S.path("predict_coregistered"), pmod=PREDICT_MOVING, allow_missing=True),
+            mask=S.path("predict_brain_mask"),
         output:
-            stack=P.path("stack"),
-            meta=P.path("stack_json"),
+            stack=S.path("predict_stack"),
+            meta=S.path("predict_stack_json"),
         params:
             modalities=PREDICT_SPEC["inputs"],
             moving=PREDICT_MOVING,
@@ -128,8 +128,8 @@ if PREDICT.get("samplesheet"):
         """Run the trained model; write the synthetic CE-T1 (native T1 grid and model space), sidecar, panel."""
         input:
             weights=PREDICT_WEIGHTS,
-            stack=P.path("stack"),
-            meta=P.path("stack_json"),
+            stack=S.path("predict_stack"),
+            meta=S.path("predict_stack_json"),
             t1=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
         output:
             synth=predict_out("synth"),
