@@ -1,10 +1,16 @@
-"""Whole-volume synthesis by sliding windows along the slice axis (MONAI-style aggregation).
+"""Whole-volume synthesis, tiled along the slice axis.
 
-The models are trained on blocks of ``window`` consecutive axial slices; at inference every
-block position (stride ``stride``) is predicted and overlapping predictions are averaged, so
-each slice is synthesised from the same kind of context the model saw in training. Windows
-are batched (``batch_size``) and only one batch lives on the device at a time, so memory does
-not grow with the number of slices.
+``tiling="window"`` (default, like the reference code): the models are trained on blocks of
+``window`` consecutive axial slices; at inference every block position (stride ``stride``) is
+predicted and overlapping predictions are averaged, so each slice is synthesised from the same
+kind of context the model saw in training (MONAI-style aggregation). Windows are batched
+(``batch_size``) and only one batch lives on the device at a time, so memory does not grow with
+the number of slices.
+
+``tiling="slab"``: slabs of ``slab`` output slices, each predicted with ``slice_halo(model)``
+slices of context on either side (half the model's receptive field along the slice axis), which
+gives exactly the whole-volume prediction (up to float rounding) with bounded memory;
+``slab: 0`` predicts the whole volume in one pass.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import numpy as np
 import torch
 
 from .io import Stack, save_nifti
+from .models import receptive_field
 from .training import load_weights, select_device
 
 
@@ -30,7 +37,7 @@ def sliding_window(model, volume: np.ndarray, window: int, stride: int = 1, batc
         starts.append(n_z - window)
     total = np.zeros(volume.shape[1:], dtype=np.float64)
     counts = np.zeros(n_z, dtype=np.float64)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+    autocast = _autocast(device, amp)
     for i in range(0, len(starts), batch_size):
         batch_starts = starts[i:i + batch_size]
         x = torch.from_numpy(np.stack([volume[:, z:z + window] for z in batch_starts])).to(device)
@@ -42,15 +49,56 @@ def sliding_window(model, volume: np.ndarray, window: int, stride: int = 1, batc
     return (total / counts[:, None, None]).astype(np.float32)
 
 
-def synthesize_scan(model, payload, stack_path, out_path, stride=1, batch_size=4, device="cpu", amp=False):
+@torch.no_grad()
+def slab_inference(model, volume: np.ndarray, slab: int, halo: int, device="cpu", amp=False) -> np.ndarray:
+    """Predict (Z, Y, X) from inputs (M, Z, Y, X) in slabs of ``slab`` slices with ``halo`` slices of context.
+
+    Equals ``model(volume)`` when ``halo >= slice_halo(model)``: no slice outside the context can
+    reach a slab's outputs, and the volume's own edges are padded as in one pass. ``slab <= 0``: one pass.
+    """
+    device = torch.device(device)
+    n_z = volume.shape[1]
+    slab = n_z if slab <= 0 else slab
+    out = np.empty(volume.shape[1:], dtype=np.float32)
+    for z0 in range(0, n_z, slab):
+        z1 = min(z0 + slab, n_z)
+        a, b = max(z0 - halo, 0), min(z1 + halo, n_z)
+        x = torch.from_numpy(np.ascontiguousarray(volume[None, :, a:b])).to(device)
+        with _autocast(device, amp):
+            out[z0:z1] = model(x).float().cpu().numpy()[0, 0, z0 - a:z1 - a]
+    return out
+
+
+def slice_halo(model) -> int:
+    """Slices of input on either side that can influence an output slice (0 for the 2D nets)."""
+    depth = 33
+    while True:  # receptive_field is clipped to the patch: grow it until the field fits
+        extent = receptive_field(model, (depth, model.size_divisor, model.size_divisor), model.n_inputs)[0]
+        if extent < depth:
+            return (extent - 1) // 2
+        depth = 2 * depth + 1
+
+
+def _autocast(device, amp):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+
+
+def synthesize_scan(model, payload, stack_path, out_path, stride=1, batch_size=4, device="cpu", amp=False,
+                    tiling="window", slab=0, halo=None):
     """Write the synthetic CE-T1 of one preprocessed scan as NIfTI in model space.
 
     Background (outside the brain mask) is 0 and values are clipped to [0, 1], like the targets.
+    ``tiling``: "window" (averaged training-size windows) or "slab" (exact; ``halo`` defaults to
+    :func:`slice_halo`).
     """
     stack = Stack(stack_path)
-    inputs = stack.get(payload["model_spec"]["inputs"])
-    window = payload["patch"][0]
-    pred = sliding_window(model, np.ascontiguousarray(inputs), window, stride, batch_size, device, amp)
+    inputs = np.ascontiguousarray(stack.get(payload["model_spec"]["inputs"]))
+    if tiling == "window":
+        pred = sliding_window(model, inputs, payload["patch"][0], stride, batch_size, device, amp)
+    elif tiling == "slab":
+        pred = slab_inference(model, inputs, slab, slice_halo(model) if halo is None else halo, device, amp)
+    else:
+        raise ValueError(f"inference tiling must be 'window' or 'slab', got {tiling!r}")
     pred = np.clip(pred, 0, 1) * (stack["brain_mask"] > 0)
     spec = payload["model_spec"]
     save_nifti(stack.to_xyz(pred), stack.affine, out_path,
@@ -58,8 +106,10 @@ def synthesize_scan(model, payload, stack_path, out_path, stride=1, batch_size=4
     return pred
 
 
-def synthesize_all(weights, stack_paths, out_paths, stride=1, batch_size=4, device="auto", amp=True):
+def synthesize_all(weights, stack_paths, out_paths, stride=1, batch_size=4, device="auto", amp=True,
+                   tiling="window", slab=0):
     device = select_device(device)
     model, payload = load_weights(weights, device)
+    halo = slice_halo(model) if tiling == "slab" else None
     for stack_path, out_path in zip(stack_paths, out_paths):
-        synthesize_scan(model, payload, stack_path, out_path, stride, batch_size, device, amp)
+        synthesize_scan(model, payload, stack_path, out_path, stride, batch_size, device, amp, tiling, slab, halo)

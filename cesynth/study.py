@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 
-TRAINING_KEYS_PER_MODEL = ("architecture", "inputs", "width", "stage1_from")
+TRAINING_KEYS_PER_MODEL = ("architecture", "inputs", "stage1_from")
 
 RESULTS = "results"
 PATHS = {
@@ -74,7 +74,8 @@ def model_settings(config: dict, model: str) -> dict:
 
 def model_spec(config: dict, model: str) -> dict:
     entry = config["models"][model]
-    return {"architecture": entry["architecture"], "inputs": list(entry["inputs"]), "width": entry.get("width", 1.0)}
+    width = entry.get("width", config["training"]["width"])
+    return {"architecture": entry["architecture"], "inputs": list(entry["inputs"]), "width": width}
 
 
 def stage1_owner(config: dict, model: str) -> str:

@@ -55,3 +55,15 @@ def benchmark(rule, name):
 
 def stacks(scans):
     return [S.path("stack", scan=s) for s in scans]
+
+
+def study_file(study, name):
+    return S.path("study", study=study, name=name)
+
+
+def stage1_weights(w):
+    return S.path("weights", model=S.stage1_owner(config, w.model), stage=1)
+
+
+def predict_out(kind, pscan="{pscan}"):
+    return S.path(f"predict_{kind}", pscan=pscan, model=config["predict"]["model"])

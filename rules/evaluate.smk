@@ -21,10 +21,6 @@ rule metrics:
         "../workflow_scripts/metrics.py"
 
 
-def study_file(study, name):
-    return S.path("study", study=study, name=name)
-
-
 for _study, _models in config["studies"].items():
 
     rule:

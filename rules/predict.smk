@@ -19,9 +19,6 @@ if PREDICT.get("samplesheet"):
         pscan="|".join(map(re.escape, PREDICT_SAMPLES.scan)),
         pmod="|".join(PREDICT_MOVING) or "(?!)",
 
-    def predict_out(kind, pscan="{pscan}"):
-        return S.path(f"predict_{kind}", pscan=pscan, model=PREDICT_MODEL)
-
     rule predict:
         """Synthetic CE-T1 of every scan of predict.samplesheet, on its native T1 grid and in model space."""
         input:

@@ -11,7 +11,7 @@ if config["input"]["source"] == "demo":
             masks=[p for p in SAMPLES.tumour_mask if p],
         params:
             demo=config["demo"],
-            out_dir=S.path("demo_dir"),
+            out_dir=lambda w, output: os.path.dirname(output.sheet),
         conda:
             "../envs/preprocess.yaml"
         log:

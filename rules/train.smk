@@ -1,10 +1,6 @@
 # Two-stage training (paper section III-D) and whole-volume inference, per named model.
 
 
-def stage1_weights(w):
-    return S.path("weights", model=S.stage1_owner(config, w.model), stage=1)
-
-
 rule train_stage1:
     """Stage 1: lambda = (1, 1, 1), lr 1e-4, 40 epochs in the paper."""
     input:

@@ -1,8 +1,9 @@
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 
-from cesynth.inference import sliding_window, synthesize_scan
+from cesynth.inference import slab_inference, slice_halo, sliding_window, synthesize_scan
 from cesynth.io import Stack
 from cesynth.models import build_model
 from cesynth.training import save_weights
@@ -49,3 +50,37 @@ def test_synthesize_scan_writes_masked_nifti_in_model_space(stacks, tmp_path):
     data = img.get_fdata()
     assert data[~brain].max() == 0 and data[brain].max() > 0 and data.max() <= 1
     assert b"SYNTHETIC" in img.header["descrip"].tobytes()
+
+
+@pytest.mark.parametrize("architecture, halo", [("unet3d", 31), ("hrfcn3d", 40), ("unet2d", 0)])
+def test_slice_halo_is_half_the_receptive_field_along_the_slices(architecture, halo):
+    torch.set_num_threads(1)
+    assert slice_halo(build_model(architecture, 3, 0.0625)) == halo
+
+
+@pytest.mark.parametrize("architecture", ["unet3d", "hrfcn3d"])
+def test_slab_inference_equals_whole_volume_and_needs_the_whole_halo(architecture):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model(architecture, 2, 0.0625).eval()
+    halo = slice_halo(model)
+    volume = np.random.default_rng(0).random((2, 2 * halo + 12, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        whole = model(torch.from_numpy(volume)[None])[0, 0].numpy()
+    for slab in (5, 12):  # slabs whose context is cut by the volume's edges on one, both or no sides
+        np.testing.assert_allclose(slab_inference(model, volume, slab, halo), whole, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(slab_inference(model, volume, 0, 0), whole)  # slab 0: one pass
+    short = slab_inference(model, volume, 5, halo - 1)
+    assert np.abs(short - whole).max() > 1e-6, "one slice less of context must change some slices"
+
+
+def test_synthesize_scan_slab_tiling_matches_one_pass(stacks, tmp_path):
+    torch.set_num_threads(1)
+    model = build_model("unet3d", 3, 0.0625).eval()
+    spec = {"architecture": "unet3d", "inputs": ["t1", "t2", "adc"], "width": 0.0625}
+    payload = {"model_spec": spec, "patch": [3, 32, 32]}
+    tiled = synthesize_scan(model, payload, stacks[0], tmp_path / "a.nii.gz", tiling="slab", slab=4)
+    whole = synthesize_scan(model, payload, stacks[0], tmp_path / "b.nii.gz", tiling="slab", slab=0)
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="tiling"):
+        synthesize_scan(model, payload, stacks[0], tmp_path / "c.nii.gz", tiling="tiles")
