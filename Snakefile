@@ -21,6 +21,7 @@ include: "rules/preprocess.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/predict.smk"
+include: "rules/qc.smk"
 
 
 report: "report/workflow.rst"
@@ -30,5 +31,7 @@ rule all:
     default_target: True
     input:
         [study_file(study, "summary.html") for study in STUDIES],
+        "results/qc/preproc_qc.html",
+        expand("results/qc/preproc/{scan}_qc.png", scan=SAMPLES.scan),
         rules.runtimes.output,
         rules.provenance.output,

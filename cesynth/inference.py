@@ -59,13 +59,13 @@ def slab_inference(model, volume: np.ndarray, slab: int, halo: int, device="cpu"
     device = torch.device(device)
     n_z = volume.shape[1]
     slab = n_z if slab <= 0 else slab
-    out = np.empty(volume.shape[1:], dtype=np.float32)
+    out = np.empty(volume.shape[1:], dtype=np.promote_types(volume.dtype, np.float32))  # float64 for exactness tests
     for z0 in range(0, n_z, slab):
         z1 = min(z0 + slab, n_z)
         a, b = max(z0 - halo, 0), min(z1 + halo, n_z)
         x = torch.from_numpy(np.ascontiguousarray(volume[None, :, a:b])).to(device)
         with _autocast(device, amp):
-            out[z0:z1] = model(x).float().cpu().numpy()[0, 0, z0 - a:z1 - a]
+            out[z0:z1] = model(x)[0, 0, z0 - a:z1 - a].double().cpu().numpy()
     return out
 
 

@@ -54,12 +54,17 @@ def _window(volume, mask=None):
 
 
 def _edges(volume, mask):
-    """Strong intensity edges of the reference (top 10% gradient magnitude inside the dilated mask)."""
+    """Strong edges of the reference inside the brain (top 15% gradient magnitude) plus the mask outline.
+
+    Inside the brain they trace ventricles, sulci and lesions, which every sequence shows; scalp and
+    orbital fat edges would dominate a whole-head threshold but say little about brain alignment.
+    """
+    if not mask.any():
+        return np.zeros(volume.shape, dtype=bool)
     grad = ndimage.gaussian_gradient_magnitude(volume, 1.0)
-    region = ndimage.binary_dilation(mask, iterations=2) if mask.any() else volume > 0
-    if not region.any():
-        return np.zeros_like(mask)
-    return (grad > np.percentile(grad[region], 90)) & region
+    inner = ndimage.binary_erosion(mask, iterations=2)
+    outline = mask & ~ndimage.binary_erosion(mask)
+    return (inner & (grad > np.percentile(grad[inner], 85))) | outline if inner.any() else outline
 
 
 def scan_panel(reference_path, mask_path, registered: dict, out_png, title=""):
@@ -86,7 +91,7 @@ def scan_panel(reference_path, mask_path, registered: dict, out_png, title=""):
                 ax.contour(_slice(mask.astype(float), view, centre), levels=[0.5], colors="red", linewidths=0.8)
             else:
                 edge = _slice(edges, view, centre)
-                ax.imshow(np.ma.masked_where(~edge, edge.astype(float)), cmap="autumn", alpha=0.8, aspect=aspect,
+                ax.imshow(np.ma.masked_where(~edge, edge.astype(float)), cmap="autumn", alpha=0.5, aspect=aspect,
                           interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])

@@ -9,7 +9,6 @@ refuses non-"Repro" transforms in deterministic mode.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -19,42 +18,18 @@ from pathlib import Path
 import ants
 from ants.internal import get_lib_fn, get_pointer_string
 
+from cesynth.io import atomic_output
+
 _TRANSFORMS = {"rigid": ("Rigid",), "affine": ("Rigid", "Affine")}
 _INTERPOLATORS = ("linear", "nearestNeighbor")
 
 # Multi-resolution schedule (shared by every linear stage). Shrink factors are
 # capped by ITK per axis, so the 26-slice clinical volumes still get >= 3 slices
 # at the coarsest level; smoothing is in voxels of the shrunken image.
-_SHRINK = "8x4x2x1"
-_SMOOTH = "3x2x1x0vox"
-_ITERS = "[500x250x100x20,1e-6,10]"
+SHRINK_FACTORS = (8, 4, 2, 1)
+SMOOTHING_VOX = (3, 2, 1, 0)
+ITERATIONS = (200, 100, 50, 20)  # ANTs converges (1e-6 over 10 steps) before these on every test case
 _MI_BINS = 32
-_SAMPLING = 0.15  # fraction of voxels sampled ("Regular" grid, jittered by the seed)
-
-
-def _suffix(path: Path) -> str:
-    """File extension including ``.nii.gz`` so writers pick the right format."""
-    name = path.name
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix
-
-
-@contextlib.contextmanager
-def atomic_output(path):
-    """Yield a temporary path next to ``path``; move it into place only on success.
-
-    Same directory -> ``os.replace`` is an atomic rename, so readers (and Snakemake)
-    never see a half-written file, and a failure leaves no file at ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_suffix(path))
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _read_float(path) -> ants.ANTsImage:
@@ -62,6 +37,19 @@ def _read_float(path) -> ants.ANTsImage:
     if img.dimension != 3 or img.components != 1:
         raise ValueError(f"{path}: expected a 3D scalar image, got dimension={img.dimension}")
     return img.clone("float")
+
+
+def _schedule(fixed: ants.ANTsImage, iterations, finest_mm):
+    """ANTs strings for shrink factors, smoothing and iterations, without levels finer than ``finest_mm``."""
+    if len(iterations) != len(SHRINK_FACTORS):
+        raise ValueError(f"iterations needs {len(SHRINK_FACTORS)} levels (shrink {SHRINK_FACTORS}), got {iterations}")
+    spacing = min(fixed.spacing)
+    # Keep the finest level whose voxels are still >= finest_mm, and always the coarsest one.
+    keep = [i for i, s in enumerate(SHRINK_FACTORS) if i == 0 or s * spacing >= finest_mm * 0.999]
+    if SHRINK_FACTORS[keep[-1]] * spacing > finest_mm and keep[-1] + 1 < len(SHRINK_FACTORS):
+        keep.append(keep[-1] + 1)  # the next level would undershoot finest_mm: take it rather than stop coarser
+    return ("x".join(str(SHRINK_FACTORS[i]) for i in keep), "x".join(str(SMOOTHING_VOX[i]) for i in keep) + "vox",
+            "x".join(str(int(iterations[i])) for i in keep))
 
 
 def mutual_information(fixed: ants.ANTsImage, moving_on_fixed: ants.ANTsImage) -> float:
@@ -88,6 +76,9 @@ def register_to_reference(
     transform="rigid",
     seed=0,
     threads=1,
+    iterations=ITERATIONS,
+    sampling=0.15,
+    finest_mm=2.0,
 ) -> dict:
     """Register ``moving_path`` onto ``reference_path`` with Mattes mutual information.
 
@@ -96,6 +87,11 @@ def register_to_reference(
     resampled onto the reference grid (linear) and the ANTs ``.mat`` transform
     (reference -> moving point mapping, usable with :func:`apply_transform` or
     ``antsApplyTransforms -t``). Both outputs are written atomically.
+
+    Speed knobs: ``iterations`` per level (coarse -> fine; shrink factors 8, 4, 2, 1), ``sampling``
+    (fraction of voxels in the metric, regular grid jittered by the seed), and ``finest_mm``: levels
+    whose voxels would be finer than this are skipped (a 1 mm scan stops at 2x shrink; rigid
+    alignment is already sub-voxel there, and the 1x level costs as much as all others together).
 
     Returns ``mutual_information_before``/``_after`` (higher = better aligned; the
     before value uses the scanner (header) alignment), ``seconds``, ``transform``.
@@ -123,13 +119,14 @@ def register_to_reference(
         # ANTs treats seed 0 as "seed from the clock", so shift to keep 0 valid.
         "--random-seed", str(int(seed) + 1),
     ]
+    shrink, smooth, iters = _schedule(fixed, iterations, finest_mm)
     for stage in _TRANSFORMS[transform]:
         args += [
             "--transform", f"{stage}[0.1]",
-            "--metric", f"MI[{f},{m},1,{_MI_BINS},Regular,{_SAMPLING}]",
-            "--convergence", _ITERS,
-            "--shrink-factors", _SHRINK,
-            "--smoothing-sigmas", _SMOOTH,
+            "--metric", f"MI[{f},{m},1,{_MI_BINS},Regular,{float(sampling)}]",
+            "--convergence", f"[{iters},1e-6,10]",
+            "--shrink-factors", shrink,
+            "--smoothing-sigmas", smooth,
         ]
 
     with tempfile.TemporaryDirectory(prefix="cesynth_reg_") as work:
@@ -140,7 +137,7 @@ def register_to_reference(
             raise RuntimeError(f"antsRegistration failed with exit code {rc}")
         mat = prefix + "0GenericAffine.mat"
         with atomic_output(out_transform_path) as tmp:
-            shutil.copyfile(mat, tmp)
+            shutil.copyfile(mat, str(tmp))
         warped = ants.apply_transforms(fixed, moving, [mat], interpolator="linear")
 
     identity = ants.resample_image_to_target(moving, fixed, interp_type="linear")
@@ -150,7 +147,7 @@ def register_to_reference(
         "mutual_information_after": mutual_information(fixed, warped),
     }
     with atomic_output(out_image_path) as tmp:
-        ants.image_write(warped, tmp)
+        ants.image_write(warped, str(tmp))
     result["seconds"] = time.perf_counter() - t0
     return result
 
@@ -168,5 +165,5 @@ def apply_transform(moving_path, reference_path, transform_path, out_path, inter
     moving = _read_float(moving_path)
     out = ants.apply_transforms(fixed, moving, [str(transform_path)], interpolator=interpolation)
     with atomic_output(out_path) as tmp:
-        ants.image_write(out, tmp)
+        ants.image_write(out, str(tmp))
     return str(out_path)

@@ -19,13 +19,14 @@ import ants
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
-from skimage.filters import threshold_otsu
+from skimage.draw import polygon
+from skimage.filters import threshold_multiotsu, threshold_otsu
 from skimage.morphology import ball
 
-from cesynth.registration import atomic_output
+from cesynth.io import atomic_output
 
 _BACKENDS = ("auto", "fsl", "python")
-_ISO_MM = 2.0  # BET's mesh model assumes isotropic voxels; 2 mm keeps it fast.
+_MIN_DEPTH_MM = 5.0
 
 
 def fsl_bet_command(in_path, out_path, frac, robust) -> list[str]:
@@ -69,47 +70,91 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == sizes.argmax()
 
 
-def _python_mask(reference_path, frac, robust) -> np.ndarray:
-    """BET on an isotropic, bias-corrected, canonical copy; mask on the original grid."""
-    from brainextractor import BrainExtractor
-
+def _python_mask(reference_path, frac, robust, iterations, iso_mm) -> np.ndarray:
+    """BET on an isotropic, bias-corrected copy, refined by tissue intensity; mask on the original grid."""
     ref = ants.image_read(str(reference_path)).clone("float")
     # Canonical orientation + isotropic voxels: brainextractor works in voxel units
     # using the first pixdim only, so anisotropic (5.5 mm) slices would distort it.
     iso = ants.reorient_image2(ref, "RAS")
-    iso = ants.resample_image(iso, (_ISO_MM,) * 3, use_voxels=False, interp_type=0)
-    # Intensities are clipped >= 0 (N4 works in log space) and normalised.
-    arr = np.clip(iso.numpy(), 0, None)
+    iso = ants.resample_image(iso, (iso_mm,) * 3, use_voxels=False, interp_type=0)
+    arr = np.clip(iso.numpy(), 0, None)  # N4 works in log space
     head = _head_mask(arr)
-    # N4 removes the coil shading that otherwise biases BET's intensity thresholds.
-    n4 = ants.n4_bias_field_correction(iso, mask=iso.new_image_like(head.astype(np.float32)), shrink_factor=2)
+    # N4 removes the coil shading that otherwise biases BET's intensity thresholds. The bias
+    # field is smooth, so fitting it at 4x shrink (8 mm) is enough and 3-4x faster than 2x.
+    n4 = ants.n4_bias_field_correction(iso, mask=iso.new_image_like(head.astype(np.float32)), shrink_factor=4)
     # Zero the background: noise/ghosting above BET's 10%-of-range threshold (e.g.
     # Colin27's non-zero background) otherwise lets the surface grow out of the head.
     data = np.where(head, n4.numpy(), 0.0)
     data = data / max(float(np.percentile(data[head], 99.5)), 1e-6)
 
-    # brainextractor only uses the voxel grid and pixdim[1]; a diagonal affine suffices.
-    nii = nib.Nifti1Image(data.astype(np.float32), np.diag([_ISO_MM] * 3 + [1.0]))
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints every iteration
-        bet = BrainExtractor(img=nii, bt=frac)
-        bet.run()
-        mask = bet.compute_mask() > 0
-
-    # Cleanup: the mesh can leave holes (ventricles, tumour cavities) and detached
-    # blobs; the brain is one filled component.
-    mask = _largest_component(ndimage.binary_fill_holes(mask))
+    mask = _largest_component(ndimage.binary_fill_holes(_bet_surface_mask(data, frac, iterations, iso_mm)))
     if robust:
-        # Opening with a 6 mm ball cuts thin bridges (optic nerves, dura) to scalp/orbits.
-        mask = _largest_component(ndimage.binary_opening(mask, ball(3)))
-    # brainextractor's voxelised surface sits ~1-2 voxels outside FSL BET's (measured
-    # on Colin27: +20% volume at frac=0.5); erode by 2 voxels (4 mm) to compensate.
-    mask = _largest_component(ndimage.binary_erosion(mask, ball(1), iterations=2))
+        mask = _refine(data, mask, iso_mm)
+        # Scalp plus skull are thicker than 5 mm everywhere; whatever the surface pushed closer to
+        # the skin (mastoid, orbits on thick inferior slices) is not brain.
+        mask = _largest_component(mask & (ndimage.distance_transform_edt(head) * iso_mm > _MIN_DEPTH_MM))
 
     m_iso = iso.new_image_like(mask.astype(np.float32))
     # Back to the reference grid: linear interpolation thresholded at 0.5 gives a
     # smoother boundary than nearest neighbour on the 5.5 mm slices.
     back = ants.resample_image_to_target(m_iso, ref, interp_type="linear")
     return back.numpy() >= 0.5
+
+
+def _bet_surface_mask(data: np.ndarray, frac, iterations, iso_mm) -> np.ndarray:
+    """Deform BET's surface mesh (``brainextractor``) and fill it: voxels whose centre is inside."""
+    from brainextractor import BrainExtractor
+
+    # brainextractor only uses the voxel grid and pixdim[1]; a diagonal affine suffices.
+    nii = nib.Nifti1Image(data.astype(np.float32), np.diag([iso_mm] * 3 + [1.0]))
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints every iteration
+        bet = BrainExtractor(img=nii, bt=frac)
+        bet.run(iterations=int(iterations))
+    # brainextractor's own compute_mask keeps every voxel the surface touches (half a voxel
+    # outside, +10% volume at 2 mm). Instead cut the mesh at each axial voxel centre and fill the
+    # polygons; nested outlines alternate inside/outside (even-odd rule).
+    mask = np.zeros(data.shape, dtype=bool)
+    low, high = bet.surface.bounds[:, 2]
+    heights = np.arange(max(0, int(np.ceil(low))), min(data.shape[2], int(np.floor(high)) + 1), dtype=float)
+    if heights.size == 0:
+        return mask
+    sections = bet.surface.section_multiplane([0, 0, 0], [0, 0, 1], heights)
+    for k, section in zip(heights.astype(int), sections, strict=True):
+        for loop in section.discrete if section is not None else []:
+            rr, cc = polygon(loop[:, 0], loop[:, 1], data.shape[:2])
+            mask[rr, cc, k] ^= True
+    return mask
+
+
+def _refine(data: np.ndarray, bet: np.ndarray, iso_mm) -> np.ndarray:
+    """Trim the BET mask to brain tissue: cuts skull-base leaks and the rim BET leaves outside.
+
+    1. Tissue intensities from a 3-class Otsu (CSF / GM / WM) inside the eroded BET mask: tissue is
+       above the midpoint of the CSF mean and the CSF/GM threshold (keeps partial-volume cortex) and
+       below the tissue mean + 2.5 SD (drops enhancing vessels, fat and the bright, enhancing skull-base
+       structures that touch the temporal lobes on CE-T1).
+    2. Erode 4 mm, keep the largest component, grow it back 4 mm inside the tissue: thin bridges
+       through bone to muscle and orbit fall away.
+    3. Close with a 6 mm ball and fill holes: sulcal CSF, ventricles and a tumour's necrotic core are
+       brain for this purpose, as in a BET mask; never grow past the BET surface.
+    """
+    core = ndimage.binary_erosion(bet, iterations=max(1, round(4.0 / iso_mm)))
+    values = data[core]
+    t_csf, _ = threshold_multiotsu(values, classes=3)
+    csf_mean = values[values < t_csf].mean()
+    brain_values = values[values > t_csf]
+    tissue = bet & (data > 0.5 * (csf_mean + t_csf)) & (data < brain_values.mean() + 2.5 * brain_values.std())
+
+    steps = max(1, round(4.0 / iso_mm))
+    grown = _largest_component(ndimage.binary_erosion(tissue, ball(steps)))
+    for _ in range(steps + 1):
+        grown = ndimage.binary_dilation(grown) & tissue
+
+    radius = 6.0 / iso_mm
+    pad = int(radius) + 2  # room for the dilation, so closing does not stick to the array edge
+    dilated = ndimage.distance_transform_edt(~np.pad(grown, pad)) <= radius
+    closed = (ndimage.distance_transform_edt(dilated) > radius)[pad:-pad, pad:-pad, pad:-pad]
+    return _largest_component(ndimage.binary_fill_holes(closed) & bet)
 
 
 def _head_mask(arr: np.ndarray) -> np.ndarray:
@@ -124,11 +169,16 @@ def _head_mask(arr: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(head)
 
 
-def brain_mask(reference_path, out_mask_path, backend="auto", frac=0.5, robust=True, seed=0) -> dict:
+def brain_mask(reference_path, out_mask_path, backend="auto", frac=0.5, robust=True, seed=0,
+               python_frac=0.6, iterations=500, iso_mm=2.0) -> dict:
     """Write a uint8 brain mask (reference grid and affine) to ``out_mask_path``.
 
     backend: "fsl" (FSL ``bet`` via fslpy), "python" (brainextractor pipeline), or
     "auto" (FSL when ``$FSLDIR/bin/bet`` exists, else python).
+    ``frac``/``robust`` are FSL's ``-f``/``-R``. The python backend uses its own threshold
+    ``python_frac`` (brainextractor's surface settles further out than FSL's at the same value; 0.6
+    matched Colin27 best), ``iterations`` surface steps (Dice did not change past 500) on an
+    ``iso_mm`` grid; ``robust`` switches its tissue refinement on.
     ``seed`` is accepted for a uniform interface; both backends are deterministic.
     Returns ``backend``, ``volume_ml`` and ``seconds``.
     """
@@ -144,7 +194,7 @@ def brain_mask(reference_path, out_mask_path, backend="auto", frac=0.5, robust=T
     if backend == "fsl":
         mask = _fsl_mask(reference_path, frac, robust)
     else:
-        mask = _python_mask(reference_path, frac, robust)
+        mask = _python_mask(reference_path, python_frac, robust, iterations, iso_mm)
     if mask.shape != ref_nii.shape[:3]:
         raise RuntimeError(f"mask shape {mask.shape} != reference shape {ref_nii.shape[:3]}")
 

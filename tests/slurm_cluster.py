@@ -222,14 +222,18 @@ PartitionName={GPU_PARTITION} Nodes={self.host} MaxTime=INFINITE State=UP
 
     # -- tear-down --------------------------------------------------------------------------------
     def stop(self, timeout: float = 20) -> None:
-        """scontrol shutdown, then end by pid whatever of ours is still up, munged last."""
+        """Cancel our jobs, scontrol shutdown, then end by pid whatever of ours is still up, munged
+        last (only if this cluster started it). Pids are read first: daemons remove their pid files
+        while shutting down."""
+        pids = {daemon: _read_pid(path) for daemon, path in self.pids.items()}
         if self.conf.exists():
-            try:
-                self.run("scontrol", "shutdown", check=False, timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
+            for cmd in (("scancel", "--user", str(os.getuid())), ("scontrol", "shutdown")):
+                try:
+                    self.run(*cmd, check=False, timeout=15)
+                except subprocess.TimeoutExpired:
+                    pass
         for daemon in ("slurmctld", "slurmd", "munged"):
-            pid = _read_pid(self.pids[daemon])
+            pid = pids[daemon]
             if pid is None:
                 continue
             if daemon == "munged" and _alive(pid):
@@ -239,11 +243,16 @@ PartitionName={GPU_PARTITION} Nodes={self.host} MaxTime=INFINITE State=UP
                 time.sleep(0.2)
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        self._stopped = [pid for pid in pids.values() if pid is not None]
         try:
             if RUN_CONF.is_symlink() and str(self.root) in os.readlink(RUN_CONF):
                 RUN_CONF.unlink()
         except OSError:
             pass
 
-    def running(self) -> list[str]:
-        return [d for d in DAEMONS if (pid := _read_pid(self.pids[d])) is not None and _alive(pid)]
+    def running(self) -> list[int]:
+        """Pids of daemons this cluster started that are still alive (after stop(): should be none)."""
+        pids = getattr(self, "_stopped", None)
+        if pids is None:
+            pids = [pid for path in self.pids.values() if (pid := _read_pid(path)) is not None]
+        return [pid for pid in pids if _alive(pid)]

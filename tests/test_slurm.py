@@ -44,7 +44,11 @@ SLURM_OVERRIDES = [
     "--slurm-no-account",
     "--slurm-keep-successful-logs",
     "--verbose",
+    # Only mtime decides what reruns, as in the local run before: the SLURM part must be exactly
+    # the forced jobs even if a source file was edited meanwhile (a shared checkout).
+    "--rerun-triggers", "mtime",
 ]
+SLURM_RUN_TIMEOUT_S = 300
 
 REASON = skip_reason()
 if REASON:
@@ -76,11 +80,16 @@ def job_env(cluster) -> dict:
     return env
 
 
-def snakemake(workdir, configfiles, args, env=None, timeout=600):
+def snakemake(workdir, configfiles, args, env=None, timeout=600, cluster=None):
     """Targets go last in ``args``, after a single-valued option (--configfile etc. take lists)."""
     cmd = [*SNAKEMAKE, "--directory", str(workdir), "--configfile", *map(str, configfiles), *args]
     start = time.monotonic()
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        queue = cluster.run("squeue", "-t", "all", "-o", "%i %P %T %r %C %m %b %k", check=False).stdout if cluster else ""
+        out = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+        pytest.fail(f"snakemake did not finish in {timeout}s\nsqueue:\n{queue}\n{out[-6000:]}")
     result.seconds = time.monotonic() - start
     result.out = result.stdout + result.stderr
     return result
@@ -139,7 +148,8 @@ def test_cpu_and_gpu_rules_run_through_sbatch(cluster, preprocessed):
     split_before = (work / "results" / "split.tsv").read_text()
 
     result = snakemake(work, configs, [*SLURM_OVERRIDES, *extra, "--forcerun", "split",
-                                       "--slurm-init-seconds-before-status-checks", "5", WEIGHTS], env=env)
+                                       "--slurm-init-seconds-before-status-checks", "5", WEIGHTS], env=env,
+                       timeout=SLURM_RUN_TIMEOUT_S, cluster=cluster)
     log = result.out
     print(f"\nSLURM run: {result.seconds:.0f} s")
     assert result.returncode == 0, log[-8000:]
@@ -212,7 +222,7 @@ def test_failing_job_is_reported_with_its_slurm_log(cluster, preprocessed, tmp_p
         *SLURM_OVERRIDES,
         "--config", f"input={{'source': 'samplesheet', 'samplesheet': '{tmp_path / 'broken.tsv'}'}}",
         "--slurm-init-seconds-before-status-checks", "5", "results/qc/inputs_validated.tsv",
-    ], env=job_env(cluster))
+    ], env=job_env(cluster), timeout=SLURM_RUN_TIMEOUT_S, cluster=cluster)
     log = result.out
     print(f"\nfailing SLURM run: {result.seconds:.0f} s")
     assert result.returncode != 0, log[-5000:]

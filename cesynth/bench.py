@@ -1,0 +1,463 @@
+"""Benchmarks: ``python -m cesynth.bench [--quick]`` prints a table and writes BENCHMARKS.md.
+
+Sections (docs/training.md explains the design):
+
+- input: training patches/s from memory-mapped stacks (``PatchSampler``) vs reading the .nii.gz
+  files with nibabel for every patch, against what one GPU step consumes (from FLOPs);
+- inference: one 192x256x192 volume with hrfcn3d at paper width: sliding windows vs one pass
+  (and exact slabs), seconds and peak RSS; slow on a CPU, so measured on a few slices and
+  extrapolated linearly in the number of slices (labelled);
+- dag: ``snakemake -n`` on a generated sample sheet of 1,000 scans (100 scans = baseline);
+- training: seconds per step and peak RSS of train_stage per model at the paper patch and batch,
+  eager vs channels_last vs torch.compile, on the CPU (and CUDA when present);
+- preprocessing: ``benchmarks/preprocessing.py``'s ``run()``, when that file exists.
+
+Anything whose memory is reported runs in a child process (``--child``) and its peak is that
+child's ``ru_maxrss`` from ``os.wait4``: torch allocates outside the Python heap, so tracemalloc
+would miss it. Every ratio is to a baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER_SHAPE_ZYX = (192, 256, 192)
+PATCH = (3, 256, 192)
+BATCH = 3
+INPUTS = ["t1", "t2", "adc"]
+# Assumed sustained throughput of one GPU on these 3-D convolutions in bf16: about 40% of an H100
+# SXM's 989 dense bf16 TFLOP/s. A training step costs ~3x the forward FLOPs (forward + backward).
+GPU_TFLOPS = 400.0
+ARCHITECTURES = ["unet2d", "unet3d", "hrfcn2d", "hrfcn3d", "hrfcn3d_ref"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m cesynth.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller training widths (< 20 min)")
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
+    parser.add_argument("--output", default=str(REPO / "BENCHMARKS.md"))
+    parser.add_argument("--child", nargs=2, metavar=("FUNCTION", "JSON"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(CHILDREN[args.child[0]](**json.loads(args.child[1]))))
+        return
+    machine = describe_machine()
+    rows, started = [], time.time()
+    with tempfile.TemporaryDirectory(prefix="cesynth-bench-") as tmp:
+        for name in args.only or SECTIONS:
+            t0 = time.time()
+            print(f"== {name}", file=sys.stderr, flush=True)
+            rows += SECTIONS[name](Path(tmp), args.quick)
+            print(f"   {name}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    machine["total_minutes"] = round((time.time() - started) / 60, 1)
+    machine["load_after"] = os.getloadavg()[0]
+    print(render_table(rows))
+    Path(args.output).write_text(render_markdown(rows, machine, args))
+    print(f"wrote {args.output}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- machine and rows
+
+def describe_machine() -> dict:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(mem_kb / 2**20, 1), "gpu": gpu,
+            "torch": torch.__version__, "python": platform.python_version(), "load_before": os.getloadavg()[0]}
+
+
+def row(section, case, value, unit, ratio=None, baseline="", note=""):
+    return {"section": section, "case": case, "value": value, "unit": unit, "ratio": ratio,
+            "baseline": baseline, "note": note}
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def render_table(rows) -> str:
+    lines = [f"{'section':<14}{'case':<58}{'value':>12} {'unit':<10}{'x baseline':>11}  note"]
+    for r in rows:
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3g}x"
+        lines.append(f"{r['section']:<14}{r['case']:<58}{_fmt(r['value']):>12} {r['unit']:<10}{ratio:>11}  "
+                     f"{r['note']}")
+    return "\n".join(lines)
+
+
+def render_markdown(rows, machine, args) -> str:
+    command = "python -m cesynth.bench" + (" --quick" if args.quick else "")
+    out = ["# Benchmarks", "",
+           f"Generated by `{command}` in {machine['total_minutes']} min. Regenerate rather than edit.", "",
+           "## Machine", "",
+           f"- CPU: {machine['cpu']}, {machine['cores']} cores; RAM {machine['ram_gb']} GB; GPU: {machine['gpu']}",
+           f"- torch {machine['torch']}, Python {machine['python']}",
+           f"- load average (1 min) {machine['load_before']:.1f} before, {machine['load_after']:.1f} after: "
+           "other jobs shared these cores, so times are upper bounds", "",
+           "## Results", "",
+           "Ratios are to the named baseline measured in the same run. *Extrapolated* figures are "
+           "computed from measured ones as stated in their note.", "",
+           "| section | case | value | unit | x baseline | baseline | note |",
+           "|---|---|---:|---|---:|---|---|"]
+    for r in rows:
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3g}"
+        out.append(f"| {r['section']} | {r['case']} | {_fmt(r['value'])} | {r['unit']} | {ratio} | "
+                   f"{r['baseline']} | {r['note']} |")
+    out += ["", "## Assumptions", "",
+            f"- One GPU training step = 3 x forward FLOPs (`cesynth.models.model_summary`) x batch {BATCH}, at "
+            f"an assumed sustained {GPU_TFLOPS:.0f} TFLOP/s (about 40% of an H100 SXM's dense bf16 peak).",
+            "- Peak memory = `ru_maxrss` of a child process that does only the measured work (includes the "
+            "Python interpreter and torch, about 0.3-0.5 GB).", ""]
+    return "\n".join(out)
+
+
+def run_child(function: str, threads: int = 2, timeout: float | None = None, **kwargs):
+    """(result, peak RSS in GB, seconds) of ``CHILDREN[function](**kwargs)`` in a fresh process."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "CESYNTH_BENCH_THREADS": str(threads)}
+    started = time.time()
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "cesynth.bench", "--child", function, json.dumps(kwargs)],
+                                stdout=out, env=env, cwd=REPO)
+        deadline = None if timeout is None else started + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline is not None and time.time() > deadline:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                return None, None, timeout
+            time.sleep(0.2)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
+        if proc.returncode:
+            raise RuntimeError(f"benchmark child {function} {kwargs} failed (exit {proc.returncode})")
+        out.seek(0)
+        result = json.loads(out.read().strip().splitlines()[-1])
+    return result, usage.ru_maxrss / 2**20, time.time() - started
+
+
+def _threads():
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("CESYNTH_BENCH_THREADS", "2")))
+
+
+# ----------------------------------------------------------------------------- data for the benchmarks
+
+def make_scans(root: Path, n: int, shape=PAPER_SHAPE_ZYX, nifti=True):
+    """n paper-size scans as preprocessed stacks (.npy + .json) and, if asked, as .nii.gz per modality."""
+    from .io import save_nifti, save_stack
+
+    root.mkdir(parents=True, exist_ok=True)
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape], indexing="ij", sparse=True)
+    brain = (x**2 + y**2 + z**2) < 0.7
+    stacks, niftis = [], []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        t1 = (0.5 + 0.2 * np.sin(6 * x + i) * np.cos(5 * y) + 0.03 * rng.standard_normal(shape, np.float32)) * brain
+        channels = {"t1": t1, "t2": (0.6 - 0.3 * np.cos(4 * y - i) * z) * brain, "adc": (0.4 + 0.2 * x * y) * brain}
+        channels["ce_t1"] = np.clip(t1 + 0.3 * ((x - 0.2) ** 2 + y**2 + z**2 < 0.05), 0, 1) * brain
+        channels["brain_mask"] = brain * np.ones(shape, np.float32)
+        channels["enhancement_mask"] = (channels["ce_t1"] - t1 > 0.1).astype(np.float32)
+        npy = root / f"S{i:03d}_desc-preproc.npy"
+        save_stack(np.stack([np.broadcast_to(c, shape) for c in channels.values()]), list(channels), np.eye(4),
+                   npy, npy.with_suffix(".json"))
+        stacks.append(npy)
+        if nifti:
+            files = {}
+            for name in [*INPUTS, "ce_t1", "enhancement_mask"]:
+                files[name] = root / f"S{i:03d}_{name}.nii.gz"
+                save_nifti(np.transpose(np.broadcast_to(channels[name], shape), (2, 1, 0)), np.eye(4), files[name])
+            niftis.append(files)
+    return stacks, niftis
+
+
+# ----------------------------------------------------------------------------- a. input pipeline
+
+def gpu_step_seconds(architecture: str) -> tuple[float, float]:
+    """(assumed seconds of one paper-size GPU training step, forward TFLOPs per sample)."""
+    from .models import _conv_flops, build_model
+    import torch
+
+    model = build_model(architecture, len(INPUTS), 1.0)
+    tflops = _conv_flops(model, torch.zeros(1, len(INPUTS), *PATCH)) / 1e12
+    return 3 * BATCH * tflops / GPU_TFLOPS, tflops
+
+
+def bench_input(tmp: Path, quick: bool):
+    import nibabel as nib
+    import torch
+
+    from .data import PatchSampler, StepBatches
+
+    stacks, niftis = make_scans(tmp / "scans", 4 if quick else 8)
+    sampler = PatchSampler(stacks, INPUTS, "ce_t1", PATCH)
+    rows = []
+
+    def rate(fn, steps):
+        fn(0)  # first touch of a step's code path
+        t = time.perf_counter()
+        for step in range(1, steps + 1):
+            fn(step)
+        return BATCH * steps / (time.perf_counter() - t)
+
+    def nifti_batch(step):
+        """The baseline: every patch is read from the gzip-compressed NIfTI files through nibabel."""
+        arrays = []
+        for scan, z0, y0, x0 in sampler.random_positions(BATCH, 0, 0, step):
+            d, h, w = PATCH
+            arrays.append([np.asarray(nib.load(niftis[scan][m]).dataobj[x0:x0 + w, y0:y0 + h, z0:z0 + d])
+                           for m in [*INPUTS, "ce_t1", "enhancement_mask"]])
+        return torch.from_numpy(np.stack([np.stack(a) for a in arrays]))
+
+    baseline = rate(nifti_batch, 2 if quick else 6)
+    mmap = rate(lambda step: sampler.random_batch(BATCH, 0, 0, step), 100 if quick else 400)
+    loader = torch.utils.data.DataLoader(StepBatches(sampler, BATCH, 0, 0, 0, 10**6), batch_size=None,
+                                         num_workers=2)
+    batches = iter(loader)
+    loader_rate = rate(lambda step: next(batches), 100 if quick else 400)
+    del batches
+    rows.append(row("input", "nibabel .nii.gz read per patch (baseline)", baseline, "patches/s", 1.0))
+    rows.append(row("input", "PatchSampler, memory-mapped .npy stacks", mmap, "patches/s", mmap / baseline,
+                    "nii.gz", "page cache warm (stacks just written)"))
+    rows.append(row("input", "PatchSampler via DataLoader, 2 workers", loader_rate, "patches/s",
+                    loader_rate / baseline, "nii.gz", "what train_stage uses with num_workers=2"))
+    for architecture in ARCHITECTURES:
+        seconds, tflops = gpu_step_seconds(architecture)
+        need = BATCH / seconds
+        rows.append(row("input", f"one GPU consumes, {architecture} (assumed)", need, "patches/s", mmap / need,
+                        "mmap rate / need",
+                        f"{tflops:.3g} TFLOP fwd/sample, step {seconds * 1e3:.0f} ms at {GPU_TFLOPS:.0f} TFLOP/s"))
+    return rows
+
+
+# ----------------------------------------------------------------------------- b. inference
+
+def child_infer(mode: str, slices: int, batch_size: int = 1):
+    """Seconds of one hrfcn3d (paper width) prediction: ``mode`` window = sliding windows over
+    ``slices`` slices; onepass = the whole ``slices``-slice block in one forward."""
+    import torch
+
+    from .inference import slab_inference, sliding_window
+    from .models import build_model
+
+    _threads()
+    torch.manual_seed(0)
+    model = build_model("hrfcn3d", len(INPUTS), 1.0).eval()
+    volume = np.random.default_rng(0).random((len(INPUTS), slices, *PAPER_SHAPE_ZYX[1:]), dtype=np.float32)
+    t = time.perf_counter()
+    if mode == "window":
+        sliding_window(model, volume, PATCH[0], 1, batch_size)
+    else:
+        slab_inference(model, volume, 0, 0)
+    return {"seconds": time.perf_counter() - t}
+
+
+def bench_inference(tmp: Path, quick: bool):
+    import torch
+
+    from .inference import slice_halo
+    from .models import build_model
+
+    n_z = PAPER_SHAPE_ZYX[0]
+    windows = n_z - PATCH[0] + 1
+    halo = slice_halo(build_model("hrfcn3d", len(INPUTS), 0.0625))  # the field does not depend on width
+    small, large = (3, 6) if quick else (3, 12)
+    (r1, m1, _), (r2, m2, _) = (run_child("child_infer", mode="onepass", slices=s) for s in (small, large))
+    per_slice_gb = (m2 - m1) / (large - small)
+    per_slice_s = r2["seconds"] / large
+
+    def memory(slices):
+        return m1 + per_slice_gb * (slices - small)
+
+    batch = 2 if quick else 8
+    rw, mw, _ = run_child("child_infer", mode="window", slices=PATCH[0] + batch - 1, batch_size=batch)
+    window_s = rw["seconds"] / batch
+    whole_s = windows * window_s
+    rows = [
+        row("inference", f"sliding window, stride 1, batch {batch}: {windows} windows (baseline)", whole_s / 60,
+            "min", 1.0, "", f"extrapolated: {windows} x {window_s:.1f} s/window measured on {batch} windows"),
+        row("inference", f"sliding window, batch {batch}: peak RSS", mw, "GB", None, "",
+            "measured; target <= 8 GB"),
+        row("inference", "one pass (untiled), 192 slices", per_slice_s * n_z / 60, "min",
+            per_slice_s * n_z / whole_s, "sliding window",
+            f"extrapolated from {large} slices in one pass ({r2['seconds']:.0f} s)"),
+        row("inference", "one pass (untiled), 192 slices: peak RSS", memory(n_z), "GB", None, "",
+            f"extrapolated linearly from {small} ({m1:.2f} GB) and {large} ({m2:.2f} GB) slices; "
+            f"{'fits' if memory(n_z) < 0.9 * describe_machine()['ram_gb'] else 'does not fit'} in this RAM"),
+    ]
+    for slab in (8, 32):
+        computed = sum(min(z + slab + halo, n_z) - max(z - halo, 0) for z in range(0, n_z, slab))
+        rows += [row("inference", f"exact slabs of {slab} (+{halo} halo each side)", per_slice_s * computed / 60,
+                     "min", per_slice_s * computed / whole_s, "sliding window",
+                     f"extrapolated: {computed} slices computed"),
+                 row("inference", f"exact slabs of {slab}: peak RSS", memory(slab + 2 * halo), "GB", None, "",
+                     "extrapolated (as one pass)")]
+    if torch.cuda.is_available():
+        rows.append(row("inference", "CUDA: not measured by this benchmark yet", "", "", None, "",
+                        "run `snakemake infer` on a GPU node and read results/benchmarks/infer/"))
+    return rows
+
+
+# ----------------------------------------------------------------------------- c. DAG
+
+def write_sheet(root: Path, n_scans: int, with_mask_every=10) -> Path:
+    """A sample sheet of n_scans (2 per patient) whose files are links to one tiny valid NIfTI."""
+    from .io import save_nifti
+
+    root.mkdir(parents=True, exist_ok=True)
+    tiny = root / "tiny.nii.gz"
+    save_nifti(np.random.default_rng(0).random((8, 8, 8)).astype(np.float32) + 0.1, np.eye(4), tiny)
+    mask = root / "mask.nii.gz"
+    save_nifti((np.arange(512).reshape(8, 8, 8) % 2).astype(np.float32), np.eye(4), mask)
+    lines = ["patient\tscan\tt1\tt2\tadc\tce_t1\ttumour_mask"]
+    for i in range(n_scans):
+        scan = root / f"S{i:04d}"
+        scan.mkdir(exist_ok=True)
+        for m in [*INPUTS, "ce_t1"]:
+            (scan / f"{m}.nii.gz").symlink_to(tiny)
+        tumour = ""
+        if i % with_mask_every == 0:
+            (scan / "mask.nii.gz").symlink_to(mask)
+            tumour = f"S{i:04d}/mask.nii.gz"
+        lines.append(f"P{i // 2:04d}\tS{i:04d}\t" + "\t".join(f"S{i:04d}/{m}.nii.gz" for m in [*INPUTS, "ce_t1"])
+                     + f"\t{tumour}")
+    sheet = root / "samples.tsv"
+    sheet.write_text("\n".join(lines) + "\n")
+    return sheet
+
+
+def dry_run_seconds(tmp: Path, n_scans: int) -> tuple[float, int]:
+    """(seconds, jobs) of ``snakemake -n`` for all studies of config.yaml over an n-scan sheet."""
+    sheet = write_sheet(tmp / f"sheet{n_scans}", n_scans)
+    workdir = tmp / f"dag{n_scans}"
+    workdir.mkdir()
+    snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
+    t = time.perf_counter()
+    proc = subprocess.run([snakemake, "-n", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+                           "--cores", "1", "--config", f"input={{source: samplesheet, samplesheet: {sheet}}}"],
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    if proc.returncode:
+        raise RuntimeError(f"snakemake -n failed on {n_scans} scans:\n{proc.stderr[-3000:]}")
+    total = next((line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("total")), "0")
+    return seconds, int(total)
+
+
+def bench_dag(tmp: Path, quick: bool):
+    base_s, base_jobs = dry_run_seconds(tmp, 100)
+    s, jobs = dry_run_seconds(tmp, 1000)
+    return [row("dag", f"snakemake -n, 100 scans ({base_jobs} jobs, baseline)", base_s, "s", 1.0),
+            row("dag", f"snakemake -n, 1,000 scans ({jobs} jobs), 3 studies", s, "s", s / base_s, "100 scans",
+                "target <= 30 s")]
+
+
+# ----------------------------------------------------------------------------- d. training steps
+
+def child_train(stacks, architecture, width, steps, device, channels_last=False, compile=False):
+    """Seconds per train_stage step (after the first, which includes warm-up and compilation)."""
+    import torch
+
+    from .training import train_stage
+
+    _threads()
+    stamps = []
+    training = {"seed": 0, "batch_size": BATCH, "patch": list(PATCH), "steps_per_epoch": steps + 1, "ssim": "ssim",
+                "local_norm": "mask", "target": "ce_t1", "progress": False, "amp": True,
+                "channels_last": channels_last, "compile": compile}
+    out = Path(tempfile.mkdtemp(prefix="train-"))
+    stamps.append(time.perf_counter())
+    train_stage(train_stacks=stacks, val_stacks=[], model_spec={"architecture": architecture, "inputs": INPUTS,
+                "width": width}, stage={"lambdas": [1, 1, 1], "lr": 1e-4, "epochs": 1}, training=training,
+                weights_out=out / "w.pt", history_out=out / "h.tsv", checkpoint_dir=out / "ckpt", device=device,
+                log=lambda *_: None, on_step=lambda *_: stamps.append(time.perf_counter()))
+    shutil.rmtree(out)
+    result = {"first": stamps[1] - stamps[0], "step": float(np.median(np.diff(stamps[1:])))}
+    if device == "cuda":
+        result["cuda_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return result
+
+
+def bench_training(tmp: Path, quick: bool):
+    import torch
+
+    stacks, _ = make_scans(tmp / "train_scans", 2, nifti=False)
+    stacks = [str(s) for s in stacks]
+    width = 0.125 if quick else 1.0
+    steps = 2 if quick else 3
+    label = f"width {width}" + (" (quick; paper is 1.0)" if quick else "")
+    rows = []
+    variants = [("eager", {}), ("channels_last", {"channels_last": True}), ("torch.compile", {"compile": True})]
+    compile_models = ["hrfcn3d_ref"] if quick else ARCHITECTURES  # inductor builds take minutes per model here
+    for architecture in ARCHITECTURES:
+        base = None
+        for name, options in variants:
+            if name == "torch.compile" and architecture not in compile_models:
+                continue
+            result, peak, wall = run_child("child_train", timeout=900 if name == "torch.compile" else None,
+                                           stacks=stacks, architecture=architecture, width=width, steps=steps,
+                                           device="cpu", **options)
+            case = f"{architecture} {label}, CPU, {name}"
+            if result is None:
+                rows.append(row("training", case, "timeout", "", None, "", f"no result after {wall:.0f} s"))
+                continue
+            base = base or result["step"]
+            rows.append(row("training", f"{case}: s/step", result["step"], "s", result["step"] / base,
+                            f"{architecture} eager", f"median of {steps} steps; first step {result['first']:.1f} s"))
+            rows.append(row("training", f"{case}: peak RSS", peak, "GB"))
+    if torch.cuda.is_available():
+        for architecture in ARCHITECTURES:
+            base = None
+            for name, options in variants:
+                result, _, _ = run_child("child_train", stacks=stacks, architecture=architecture, width=1.0,
+                                         steps=steps, device="cuda", **options)
+                base = base or result["step"]
+                rows.append(row("training", f"{architecture} width 1.0, CUDA bf16, {name}: s/step", result["step"],
+                                "s", result["step"] / base, f"{architecture} eager",
+                                f"peak {result['cuda_peak_gb']:.1f} GB allocated"))
+    else:
+        rows.append(row("training", "CUDA", "not measured", "", None, "", "no GPU on this machine"))
+    return rows
+
+
+# ----------------------------------------------------------------------------- preprocessing (another module)
+
+def bench_preprocessing(tmp: Path, quick: bool):
+    path = REPO / "benchmarks" / "preprocessing.py"
+    if not path.exists():
+        return [row("preprocessing", "benchmarks/preprocessing.py", "absent", "", None, "", "not run")]
+    spec = importlib.util.spec_from_file_location("cesynth_bench_preprocessing", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.run(repeats=1)
+    return [row("preprocessing", str(r.get("case", r.get("name", "?"))), r.get("value", ""), r.get("unit", ""),
+                r.get("ratio"), r.get("baseline", ""),
+                r.get("note", ", ".join(f"{k}={v}" for k, v in r.items()
+                                        if k not in ("case", "name", "value", "unit", "ratio", "baseline"))))
+            for r in results]
+
+
+SECTIONS = {"input": bench_input, "inference": bench_inference, "dag": bench_dag, "training": bench_training,
+            "preprocessing": bench_preprocessing}
+CHILDREN = {"child_infer": child_infer, "child_train": child_train}
+
+if __name__ == "__main__":
+    main()
