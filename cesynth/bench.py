@@ -12,9 +12,10 @@ Sections (docs/training.md explains the design):
   eager vs channels_last vs torch.compile, on the CPU (and CUDA when present);
 - preprocessing: ``benchmarks/preprocessing.py``'s ``run()``, when that file exists.
 
-Anything whose memory is reported runs in a child process (``--child``) and its peak is that
-child's ``ru_maxrss`` from ``os.wait4``: torch allocates outside the Python heap, so tracemalloc
-would miss it. Every ratio is to a baseline measured in the same run.
+Anything whose memory is reported runs in a child process (``--child``) that reports its own peak
+RSS (VmHWM, which unlike the child's ``ru_maxrss`` does not include the parent's RSS inherited at
+fork/exec): torch allocates outside the Python heap, so tracemalloc would miss it. Every ratio is to
+a baseline measured in the same run.
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def main(argv=None):
     parser.add_argument("--child", nargs=2, metavar=("FUNCTION", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(CHILDREN[args.child[0]](**json.loads(args.child[1]))))
+        result = CHILDREN[args.child[0]](**json.loads(args.child[1]))
+        status = Path("/proc/self/status").read_text()
+        peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+        print(json.dumps({"result": result, "peak_gb": peak_kb / 2**20}))
         return
     machine = describe_machine()
     rows, started = [], time.time()
@@ -60,8 +64,10 @@ def main(argv=None):
         for name in args.only or SECTIONS:
             t0 = time.time()
             print(f"== {name}", file=sys.stderr, flush=True)
-            rows += SECTIONS[name](Path(tmp), args.quick)
-            print(f"   {name}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+            section = SECTIONS[name](Path(tmp), args.quick)
+            print(render_table(section, header=False), f"\n   {name}: {time.time() - t0:.0f} s", file=sys.stderr,
+                  flush=True)
+            rows += section
     machine["total_minutes"] = round((time.time() - started) / 60, 1)
     machine["load_after"] = os.getloadavg()[0]
     print(render_table(rows))
@@ -94,8 +100,8 @@ def _fmt(value):
     return str(value)
 
 
-def render_table(rows) -> str:
-    lines = [f"{'section':<14}{'case':<58}{'value':>12} {'unit':<10}{'x baseline':>11}  note"]
+def render_table(rows, header=True) -> str:
+    lines = [f"{'section':<14}{'case':<58}{'value':>12} {'unit':<10}{'x baseline':>11}  note"] if header else []
     for r in rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3g}x"
         lines.append(f"{r['section']:<14}{r['case']:<58}{_fmt(r['value']):>12} {r['unit']:<10}{ratio:>11}  "
@@ -124,34 +130,25 @@ def render_markdown(rows, machine, args) -> str:
     out += ["", "## Assumptions", "",
             f"- One GPU training step = 3 x forward FLOPs (`cesynth.models.model_summary`) x batch {BATCH}, at "
             f"an assumed sustained {GPU_TFLOPS:.0f} TFLOP/s (about 40% of an H100 SXM's dense bf16 peak).",
-            "- Peak memory = `ru_maxrss` of a child process that does only the measured work (includes the "
+            "- Peak memory = peak RSS (VmHWM) of a child process that does only the measured work (includes the "
             "Python interpreter and torch, about 0.3-0.5 GB).", ""]
     return "\n".join(out)
 
 
 def run_child(function: str, threads: int = 2, timeout: float | None = None, **kwargs):
-    """(result, peak RSS in GB, seconds) of ``CHILDREN[function](**kwargs)`` in a fresh process."""
+    """(result, peak RSS in GB, seconds) of ``CHILDREN[function](**kwargs)`` in a fresh process;
+    (None, None, timeout) if it runs longer than ``timeout`` seconds."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "CESYNTH_BENCH_THREADS": str(threads)}
     started = time.time()
-    with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cesynth.bench", "--child", function, json.dumps(kwargs)],
-                                stdout=out, env=env, cwd=REPO)
-        deadline = None if timeout is None else started + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if deadline is not None and time.time() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                return None, None, timeout
-            time.sleep(0.2)
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
-        if proc.returncode:
-            raise RuntimeError(f"benchmark child {function} {kwargs} failed (exit {proc.returncode})")
-        out.seek(0)
-        result = json.loads(out.read().strip().splitlines()[-1])
-    return result, usage.ru_maxrss / 2**20, time.time() - started
+    try:
+        proc = subprocess.run([sys.executable, "-m", "cesynth.bench", "--child", function, json.dumps(kwargs)],
+                              stdout=subprocess.PIPE, text=True, env=env, cwd=REPO, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, None, timeout
+    if proc.returncode:
+        raise RuntimeError(f"benchmark child {function} {kwargs} failed (exit {proc.returncode})")
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return report["result"], report["peak_gb"], time.time() - started
 
 
 def _threads():
@@ -297,6 +294,8 @@ def bench_inference(tmp: Path, quick: bool):
             "min", 1.0, "", f"extrapolated: {windows} x {window_s:.1f} s/window measured on {batch} windows"),
         row("inference", f"sliding window, batch {batch}: peak RSS", mw, "GB", None, "",
             "measured; target <= 8 GB"),
+        row("inference", "sliding window, batch 8 (config default): peak RSS", memory(8 * PATCH[0]), "GB", None,
+            "", f"extrapolated (as one pass over {8 * PATCH[0]} slices)"),
         row("inference", "one pass (untiled), 192 slices", per_slice_s * n_z / 60, "min",
             per_slice_s * n_z / whole_s, "sliding window",
             f"extrapolated from {large} slices in one pass ({r2['seconds']:.0f} s)"),
@@ -402,17 +401,18 @@ def bench_training(tmp: Path, quick: bool):
     stacks, _ = make_scans(tmp / "train_scans", 2, nifti=False)
     stacks = [str(s) for s in stacks]
     width = 0.125 if quick else 1.0
-    steps = 2 if quick else 3
+    steps = 1 if quick else 3
     label = f"width {width}" + (" (quick; paper is 1.0)" if quick else "")
     rows = []
     variants = [("eager", {}), ("channels_last", {"channels_last": True}), ("torch.compile", {"compile": True})]
-    compile_models = ["hrfcn3d_ref"] if quick else ARCHITECTURES  # inductor builds take minutes per model here
+    # Inductor builds take minutes per model on 2 cores: one model, and a time limit, in --quick.
+    compile_models, compile_limit = (["hrfcn3d_ref"], 300) if quick else (ARCHITECTURES, 1800)
     for architecture in ARCHITECTURES:
         base = None
         for name, options in variants:
             if name == "torch.compile" and architecture not in compile_models:
                 continue
-            result, peak, wall = run_child("child_train", timeout=900 if name == "torch.compile" else None,
+            result, peak, wall = run_child("child_train", timeout=compile_limit if name == "torch.compile" else None,
                                            stacks=stacks, architecture=architecture, width=width, steps=steps,
                                            device="cpu", **options)
             case = f"{architecture} {label}, CPU, {name}"
@@ -421,7 +421,7 @@ def bench_training(tmp: Path, quick: bool):
                 continue
             base = base or result["step"]
             rows.append(row("training", f"{case}: s/step", result["step"], "s", result["step"] / base,
-                            f"{architecture} eager", f"median of {steps} steps; first step {result['first']:.1f} s"))
+                            f"{architecture} eager", f"median of {steps} step(s) after the first ({result['first']:.1f} s)"))
             rows.append(row("training", f"{case}: peak RSS", peak, "GB"))
     if torch.cuda.is_available():
         for architecture in ARCHITECTURES:

@@ -54,7 +54,7 @@ if PREDICT.get("samplesheet"):
             transform=S.path("predict_transform"),
             qc=S.path("predict_coreg_qc"),
         params:
-            transform=config["registration"]["transform"],
+            **config["registration"],
         threads: 1
         resources:
             mem_mb=4000,

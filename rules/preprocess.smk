@@ -50,7 +50,7 @@ rule coregister:
         transform=S.path("transform"),
         qc=S.path("coreg_qc"),
     params:
-        transform=config["registration"]["transform"],
+        **config["registration"],
     threads: 1
     resources:
         mem_mb=4000,

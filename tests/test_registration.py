@@ -89,7 +89,7 @@ def _recovery_error(colin_2mm, seed, contrast, transform="rigid"):
 
 
 @needs_colin
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1])  # more seeds in the slow test below
 @pytest.mark.parametrize("contrast", ["t1", "t2"])
 def test_known_rigid_transform_recovered(colin_2mm, seed, contrast):
     err, res = _recovery_error(colin_2mm, seed, contrast)
@@ -99,7 +99,7 @@ def test_known_rigid_transform_recovered(colin_2mm, seed, contrast):
 
 @needs_colin
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(4, 12))
+@pytest.mark.parametrize("seed", range(2, 12))
 @pytest.mark.parametrize("contrast", ["t1", "t2"])
 def test_known_rigid_transform_recovered_many_seeds(colin_2mm, seed, contrast):
     err, _ = _recovery_error(colin_2mm, seed, contrast)
@@ -169,12 +169,16 @@ def test_rejects_unknown_transform(tmp_path):
         register_to_reference("a", "b", tmp_path / "o.nii.gz", tmp_path / "o.mat", transform="syn")
 
 
-def test_atomic_output_removes_partial_file_on_error(tmp_path):
-    from cesynth.registration import atomic_output
+def test_schedule_stops_at_finest_mm():
+    from cesynth.registration import _schedule
 
-    target = tmp_path / "x.nii.gz"
-    with pytest.raises(RuntimeError):
-        with atomic_output(target) as tmp:
-            Path(tmp).write_bytes(b"partial")
-            raise RuntimeError("writer crashed")
-    assert list(tmp_path.iterdir()) == []
+    def grid(mm):
+        return ants.make_image((8, 8, 8), spacing=(mm, mm, 5.5))
+
+    assert _schedule(grid(2.0), (4, 3, 2, 1), 2.0) == ("8x4x2x1", "3x2x1x0vox", "4x3x2x1")
+    assert _schedule(grid(1.0), (4, 3, 2, 1), 2.0) == ("8x4x2", "3x2x1vox", "4x3x2")
+    # 0.9 mm: 2x shrink (1.8 mm) is the level closest to 2 mm; never stop at 3.6 mm
+    assert _schedule(grid(0.9), (4, 3, 2, 1), 2.0)[0] == "8x4x2"
+    assert _schedule(grid(1.0), (4, 3, 2, 1), 0.0)[0] == "8x4x2x1"
+    with pytest.raises(ValueError):
+        _schedule(grid(1.0), (4, 3, 2), 2.0)
