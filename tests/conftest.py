@@ -35,3 +35,14 @@ def make_stack(path: Path, seed: int, shape=(12, 32, 32), tumour=False):
 @pytest.fixture
 def stacks(tmp_path):
     return [make_stack(tmp_path / f"S{i}_desc-preproc.npy", seed=i, tumour=(i == 3)) for i in range(4)]
+
+
+def nan_copy(path, out) -> str:
+    """A copy of a NIfTI image with one NaN voxel (a typical silently broken export)."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    data = img.get_fdata()
+    data[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), str(out))
+    return str(out)

@@ -1,12 +1,10 @@
 """input.skip_invalid: broken scans are reported and left out; the study goes on with the rest."""
 
-import nibabel as nib
-import numpy as np
 import pandas as pd
 import yaml
 
 from cesynth.demo import write_cohort
-from conftest import REPO
+from conftest import REPO, nan_copy
 from test_workflow import snakemake
 
 
@@ -15,11 +13,7 @@ def test_broken_scans_are_reported_and_left_out(tmp_path):
                         tmp_path / "demo" / "samples.tsv")
     broken = demo.copy()
     broken.loc[0, "t2"] = str(tmp_path / "missing_t2.nii.gz")
-    img = nib.load(demo.adc[1])
-    data = img.get_fdata()
-    data[0, 0, 0] = np.nan
-    nib.save(nib.Nifti1Image(data, img.affine), tmp_path / "nan_adc.nii.gz")
-    broken.loc[1, "adc"] = str(tmp_path / "nan_adc.nii.gz")
+    broken.loc[1, "adc"] = nan_copy(demo.adc[1], tmp_path / "nan_adc.nii.gz")
     broken.to_csv(tmp_path / "broken.tsv", sep="\t", index=False)
     bad, good = set(demo.scan[:2]), set(demo.scan[2:])
     config = tmp_path / "skip.yaml"

@@ -19,12 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from conftest import REPO, nan_copy
 from slurm_cluster import CPU_PARTITION, GPU_PARTITION, LocalSlurm, skip_reason
 
 pytestmark = pytest.mark.slurm
@@ -210,11 +209,7 @@ def test_failing_job_is_reported_with_its_slurm_log(cluster, preprocessed, tmp_p
     for column in sheet.columns:  # absolute paths: the broken sheet lives elsewhere
         sheet[column] = [str(work / v) if v.endswith(".nii.gz") and not os.path.isabs(v) else v
                          for v in sheet[column]]
-    image = nib.load(sheet.adc[0])
-    data = image.get_fdata()
-    data[0, 0, 0] = np.nan
-    nib.save(nib.Nifti1Image(data, image.affine), tmp_path / "nan_adc.nii.gz")
-    sheet.loc[0, "adc"] = str(tmp_path / "nan_adc.nii.gz")
+    sheet.loc[0, "adc"] = nan_copy(sheet.adc[0], tmp_path / "nan_adc.nii.gz")
     sheet.to_csv(tmp_path / "broken.tsv", sep="\t", index=False)
 
     fail_work = tmp_path / "work"

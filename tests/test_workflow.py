@@ -1,17 +1,15 @@
 """The whole DAG, run for real by Snakemake on the tiny demo cohort (config/tiny.yaml)."""
 
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from conftest import REPO, nan_copy
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
@@ -84,11 +82,7 @@ def test_bad_inputs_stop_the_run_before_any_work(tmp_path):
     sheet = pd.read_csv(demo / "samples.tsv", sep="\t", keep_default_na=False)
     broken = sheet.copy()
     broken.loc[0, "t2"] = str(tmp_path / "missing_t2.nii.gz")
-    nan_img = nib.load(sheet.adc[1])
-    data = nan_img.get_fdata()
-    data[0, 0, 0] = np.nan
-    nib.save(nib.Nifti1Image(data, nan_img.affine), tmp_path / "nan_adc.nii.gz")
-    broken.loc[1, "adc"] = str(tmp_path / "nan_adc.nii.gz")
+    broken.loc[1, "adc"] = nan_copy(sheet.adc[1], tmp_path / "nan_adc.nii.gz")
     (tmp_path / "corrupt.nii.gz").write_bytes(b"\x1f\x8b garbage")
     broken.loc[2, "t1"] = str(tmp_path / "corrupt.nii.gz")
     broken.to_csv(tmp_path / "broken.tsv", sep="\t", index=False)
