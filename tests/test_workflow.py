@@ -126,3 +126,13 @@ def test_paper_size_configuration_builds_the_full_dag(tmp_path):
 def test_lint_is_clean():
     result = subprocess.run([*SNAKEMAKE, "--lint"], capture_output=True, text=True, cwd=REPO)
     assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr
+
+
+def test_editing_one_models_lambda_reruns_only_that_model(finished_run):
+    result = snakemake(finished_run, "-n", "ablation_local_loss")
+    assert "Nothing to be done" in result.stdout + result.stderr
+    edited = snakemake(finished_run, "-n", "--quiet", "rules", "ablation_local_loss", "--config",
+                       "models={'hrfcn3d_r10': {'stage2': {'lambdas': [1.0, 1.0, 20.0]}}}").stdout
+    jobs = {line.split()[0]: int(line.split()[1]) for line in edited.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert jobs == {"train_stage2": 1, "infer": 1, "metrics": 1, "ablation_local_loss": 1, "total": 4}
