@@ -447,12 +447,16 @@ def bench_preprocessing(tmp: Path, quick: bool):
     spec = importlib.util.spec_from_file_location("cesynth_bench_preprocessing", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    results = module.run(repeats=1)
-    return [row("preprocessing", str(r.get("case", r.get("name", "?"))), r.get("value", ""), r.get("unit", ""),
-                r.get("ratio"), r.get("baseline", ""),
-                r.get("note", ", ".join(f"{k}={v}" for k, v in r.items()
-                                        if k not in ("case", "name", "value", "unit", "ratio", "baseline"))))
-            for r in results]
+    return [_foreign_row(r) for r in module.run(repeats=1)]
+
+
+def _foreign_row(r: dict):
+    """A row from another module's dict: its text fields name the case, ``value`` or ``seconds`` is the value."""
+    key = "value" if "value" in r else "seconds" if "seconds" in r else None
+    labels = [str(v) for k, v in r.items() if isinstance(v, str) and k not in ("unit", "baseline", "note")]
+    others = [f"{k}={_fmt(v)}" for k, v in r.items() if not isinstance(v, str) and k not in (key, "ratio")]
+    return row("preprocessing", " / ".join(labels), r.get(key, ""), r.get("unit", "s" if key == "seconds" else ""),
+               r.get("ratio"), r.get("baseline", ""), r.get("note", ", ".join(others)))
 
 
 SECTIONS = {"input": bench_input, "inference": bench_inference, "dag": bench_dag, "training": bench_training,

@@ -198,8 +198,12 @@ def run_distributed(n_procs: int, **kwargs):
     with tempfile.TemporaryDirectory() as tmp:
         arguments = Path(tmp) / "train_stage.json"
         arguments.write_text(json.dumps(kwargs, default=str))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Into the rule's log when redirect_output has replaced sys.stdout/stderr by the log file.
         proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                 f"--nproc-per-node={n_procs}", "-m", "cesynth.training", str(arguments)])
+                                 f"--nproc-per-node={n_procs}", "-m", "cesynth.training", str(arguments)],
+                                stdout=_fileno(sys.stdout), stderr=_fileno(sys.stderr))
         stopped = {}
 
         def forward(signum, _frame):
@@ -216,6 +220,14 @@ def run_distributed(n_procs: int, **kwargs):
         raise Interrupted(f"stopped by signal {stopped['signal']}; the checkpoint is saved - rerun to resume")
     if code:
         raise RuntimeError(f"distributed training ({n_procs} processes) failed with exit code {code}")
+
+
+def _fileno(stream):
+    """The stream's file descriptor, or None (inherit) for in-memory streams such as pytest's."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _init_distributed(requested):

@@ -45,3 +45,10 @@ rule qc_cohort:
         log("qc_cohort", "all"),
     script:
         "../workflow_scripts/qc_cohort.py"
+
+
+rule preprocess_all:
+    """Every scan preprocessed and quality-checked, nothing trained: look at a new cohort first."""
+    input:
+        stacks(SAMPLES.scan),
+        rules.qc_cohort.output,

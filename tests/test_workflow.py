@@ -1,5 +1,6 @@
 """The whole DAG, run for real by Snakemake on the tiny demo cohort (config/tiny.yaml)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -136,3 +137,29 @@ def test_editing_one_models_lambda_reruns_only_that_model(finished_run):
     jobs = {line.split()[0]: int(line.split()[1]) for line in edited.splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}
     assert jobs == {"train_stage2": 1, "infer": 1, "metrics": 1, "ablation_local_loss": 1, "total": 4}
+
+
+def test_real_tcga_case_preprocesses_end_to_end(tmp_path):
+    """config/tcga.yaml: the real glioma case (skull on, 5.5 mm slices) through validate -> QC."""
+    from conftest import TCGA
+
+    if not TCGA.is_dir():
+        pytest.skip(f"the shared TCGA case is not at {TCGA}")
+    cmd = [*SNAKEMAKE, "--directory", str(tmp_path), "--configfile", str(REPO / "config" / "tcga.yaml"),
+           "--config", f"input={{'source': 'samplesheet', 'samplesheet': '{REPO / 'config' / 'tcga' / 'samples.tsv'}'}}",
+           "--cores", "2", "preprocess_all"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    scan = "TCGA-FG-6692"
+    preproc = tmp_path / "results" / "preproc" / scan
+    stack = np.load(preproc / f"{scan}_desc-preproc.npy", mmap_mode="r")
+    assert stack.shape == (6, 192, 256, 192)  # channels, Z, Y, X
+    channels = json.loads((preproc / f"{scan}_desc-preproc.json").read_text())["channels"]
+    assert channels == ["t1", "t2", "flair", "ce_t1", "brain_mask", "enhancement_mask"]
+    for mod in ("t1", "t2", "flair"):
+        qc = json.loads((preproc / f"{scan}_from-{mod}_qc.json").read_text())
+        assert qc["mutual_information_after"] > qc["mutual_information_before"], mod
+    volume = json.loads((preproc / f"{scan}_desc-brain_qc.json").read_text())["volume_ml"]
+    assert 1000 < volume < 1800
+    cohort = pd.read_csv(tmp_path / "results" / "qc" / "preproc_qc.tsv", sep="\t")
+    assert list(cohort.scan) == [scan]
