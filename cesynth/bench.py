@@ -421,7 +421,8 @@ def bench_training(tmp: Path, quick: bool):
                 continue
             base = base or result["step"]
             rows.append(row("training", f"{case}: s/step", result["step"], "s", result["step"] / base,
-                            f"{architecture} eager", f"median of {steps} step(s) after the first ({result['first']:.1f} s)"))
+                            f"{architecture} eager",
+                            f"median of {steps} step(s) after the first ({result['first']:.1f} s)"))
             rows.append(row("training", f"{case}: peak RSS", peak, "GB"))
     if torch.cuda.is_available():
         for architecture in ARCHITECTURES:
