@@ -18,6 +18,7 @@ it builds the DAG, before any image is written.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +99,12 @@ def write_cohort(demo_cfg: dict, out_dir, sheet_path) -> pd.DataFrame:
         for session, row in enumerate(scans.itertuples()):
             scan_rng = np.random.default_rng([demo_cfg["seed"], patient_index, session, 1])
             write_scan(_follow_up(anatomy, scan_rng) if session else anatomy, row, demo_cfg, scan_rng)
-    write_table(table, sheet_path)
+    # The sheet names files relative to itself, so the cohort can be moved or used as a sample sheet.
+    sheet_dir = Path(sheet_path).parent
+    portable = table.copy()
+    for column in [*MODALITIES, "tumour_mask"]:
+        portable[column] = [os.path.relpath(p, sheet_dir) if p else "" for p in table[column]]
+    write_table(portable, sheet_path)
     return table
 
 

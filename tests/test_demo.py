@@ -2,9 +2,9 @@
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
 
+from cesynth.cohort import load_samples
 from cesynth.demo import scan_table, write_cohort
 
 CFG = dict(seed=5, patients=3, followups=1, expert_masks=1, tumour_fraction=1.0, voxel_mm=2.0, head_scale=0.8,
@@ -27,8 +27,8 @@ def test_scan_table_is_known_without_rendering(tmp_path):
 
 def test_cohort_files_and_sheet(cohort):
     out, table = cohort
-    sheet = pd.read_csv(out / "samples.tsv", sep="\t", keep_default_na=False)
-    assert sheet.equals(table)
+    sheet = load_samples({"source": "samplesheet", "samplesheet": str(out / "samples.tsv")}, {}, None)
+    assert sheet.equals(table)  # the written sheet is relative to itself and usable as a sample sheet
     for column in ["t1", "ce_t1", "t2", "adc"]:
         assert all(nib.load(p).ndim == 3 for p in table[column])
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cesynth.cohort import load_samples
 from conftest import REPO, nan_copy
 from slurm_cluster import CPU_PARTITION, GPU_PARTITION, LocalSlurm, skip_reason
 
@@ -205,10 +206,8 @@ def test_failing_job_is_reported_with_its_slurm_log(cluster, preprocessed, tmp_p
     """A NaN voxel in one scan: validate_inputs fails inside its SLURM job, Snakemake names the log."""
     work, configs = preprocessed
     demo = work / "results" / "demo"
-    sheet = pd.read_csv(demo / "samples.tsv", sep="\t", keep_default_na=False)
-    for column in sheet.columns:  # absolute paths: the broken sheet lives elsewhere
-        sheet[column] = [str(work / v) if v.endswith(".nii.gz") and not os.path.isabs(v) else v
-                         for v in sheet[column]]
+    # absolute paths: the broken sheet lives elsewhere
+    sheet = load_samples({"source": "samplesheet", "samplesheet": str(demo / "samples.tsv")}, {}, None)
     sheet.loc[0, "adc"] = nan_copy(sheet.adc[0], tmp_path / "nan_adc.nii.gz")
     sheet.to_csv(tmp_path / "broken.tsv", sep="\t", index=False)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cesynth.cohort import load_samples
 from conftest import REPO, nan_copy
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
@@ -80,7 +81,7 @@ def test_report_is_self_contained_html(finished_run):
 def test_bad_inputs_stop_the_run_before_any_work(tmp_path):
     """Every broken scan is named with its problem, and no preprocessing job starts."""
     demo = finished_inputs(tmp_path)
-    sheet = pd.read_csv(demo / "samples.tsv", sep="\t", keep_default_na=False)
+    sheet = load_samples({"source": "samplesheet", "samplesheet": str(demo / "samples.tsv")}, {}, None)
     broken = sheet.copy()
     broken.loc[0, "t2"] = str(tmp_path / "missing_t2.nii.gz")
     broken.loc[1, "adc"] = nan_copy(sheet.adc[1], tmp_path / "nan_adc.nii.gz")
@@ -132,7 +133,7 @@ def test_lint_is_clean():
 def test_editing_one_models_lambda_reruns_only_that_model(finished_run):
     result = snakemake(finished_run, "-n", "ablation_local_loss")
     assert "Nothing to be done" in result.stdout + result.stderr
-    edited = snakemake(finished_run, "-n", "--quiet", "rules", "ablation_local_loss", "--config",
+    edited = snakemake(finished_run, "-n", "ablation_local_loss", "--quiet", "rules", "--config",
                        "models={'hrfcn3d_r10': {'stage2': {'lambdas': [1.0, 1.0, 20.0]}}}").stdout
     jobs = {line.split()[0]: int(line.split()[1]) for line in edited.splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}
