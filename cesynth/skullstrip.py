@@ -23,7 +23,7 @@ from skimage.draw import polygon
 from skimage.filters import threshold_multiotsu, threshold_otsu
 from skimage.morphology import ball
 
-from cesynth.io import atomic_output
+from .io import save_nifti
 
 _BACKENDS = ("auto", "fsl", "python")
 _MIN_DEPTH_MM = 5.0
@@ -198,11 +198,7 @@ def brain_mask(reference_path, out_mask_path, backend="auto", frac=0.5, robust=T
     if mask.shape != ref_nii.shape[:3]:
         raise RuntimeError(f"mask shape {mask.shape} != reference shape {ref_nii.shape[:3]}")
 
-    out = nib.Nifti1Image(mask.astype(np.uint8), ref_nii.affine)
-    out.set_qform(ref_nii.affine, code=int(ref_nii.header["qform_code"]) or 1)
-    out.set_sform(ref_nii.affine, code=int(ref_nii.header["sform_code"]) or 1)
-    with atomic_output(out_mask_path) as tmp:
-        nib.save(out, tmp)
+    save_nifti(mask, ref_nii.affine, out_mask_path, dtype=np.uint8)
     voxel_ml = float(np.prod(ref_nii.header.get_zooms()[:3])) / 1000.0
     return {
         "backend": backend,
