@@ -16,8 +16,9 @@ from conftest import REPO, nan_copy
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
 
-def snakemake(workdir, *args, check=True):
-    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(REPO / "config" / "tiny.yaml"), *args]
+def snakemake(workdir, *args, check=True, configs=()):
+    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(REPO / "config" / "tiny.yaml"),
+           *map(str, configs), *args]
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
@@ -130,11 +131,12 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr
 
 
-def test_editing_one_models_lambda_reruns_only_that_model(finished_run):
+def test_editing_one_models_lambda_reruns_only_that_model(finished_run, tmp_path):
     result = snakemake(finished_run, "-n", "ablation_local_loss")
     assert "Nothing to be done" in result.stdout + result.stderr
-    edited = snakemake(finished_run, "-n", "ablation_local_loss", "--quiet", "rules", "--config",
-                       "models={'hrfcn3d_r10': {'stage2': {'lambdas': [1.0, 1.0, 20.0]}}}").stdout
+    edit = tmp_path / "edit.yaml"  # as a user would edit config.yaml: one model's local-loss weight
+    edit.write_text("models:\n  hrfcn3d_r10: {stage2: {lambdas: [1.0, 1.0, 20.0]}}\n")
+    edited = snakemake(finished_run, "-n", "ablation_local_loss", "--quiet", "rules", configs=[edit]).stdout
     jobs = {line.split()[0]: int(line.split()[1]) for line in edited.splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}
     assert jobs == {"train_stage2": 1, "infer": 1, "metrics": 1, "ablation_local_loss": 1, "total": 4}
