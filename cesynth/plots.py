@@ -149,3 +149,25 @@ def runtimes(benchmarks: pd.DataFrame, out_path):
         ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     _save(fig, out_path)
+
+
+def prediction_panel(stack: Stack, pred_zyx: np.ndarray, inputs, out_path, title: str, n_slices: int = 4):
+    """Clinician-facing panel of a new patient: rows = axial slices spread over the brain; columns = the
+    inputs and the synthetic CE-T1, marked as such."""
+    brain_z = np.flatnonzero(np.asarray(stack["brain_mask"]).sum(axis=(1, 2)))
+    lo, hi = (brain_z[0], brain_z[-1]) if brain_z.size else (0, pred_zyx.shape[0] - 1)
+    slices = np.unique(np.linspace(lo, hi, n_slices + 2).round().astype(int)[1:-1])
+    columns = [*inputs, "SYNTHETIC CE-T1"]
+    fig, axes = plt.subplots(len(slices), len(columns), figsize=(2.2 * len(columns), 2.3 * len(slices)),
+                             squeeze=False)
+    for row, z in enumerate(slices):
+        for col, image in enumerate([*(stack[m] for m in inputs), pred_zyx]):
+            ax = axes[row, col]
+            ax.imshow(_axial(image, z), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if row == 0:
+                ax.set_title(columns[col], fontsize=9, color="red" if col == len(inputs) else "black")
+        axes[row, 0].set_ylabel(f"z={z}", fontsize=9)
+    fig.suptitle(title, color="red", fontsize=11)
+    fig.tight_layout()
+    _save(fig, out_path)

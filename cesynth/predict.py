@@ -19,6 +19,7 @@ from scipy import ndimage
 from .cohort import load_samples as _load_sheet
 from .inference import synthesize_scan
 from .io import Stack, save_nifti, write_json
+from .plots import prediction_panel
 from .training import load_weights, select_device
 from .validate import InputError, check_sheet
 
@@ -95,29 +96,5 @@ def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack
         "nifti_descrip": description,
     }
     write_json(sidecar, out["sidecar"])
-    panel(stack, pred, model_spec["inputs"], out["panel"], f"{scan}: SYNTHETIC - not acquired (model {model_name})")
+    prediction_panel(stack, pred, model_spec["inputs"], out["panel"], f"{scan}: SYNTHETIC - not acquired (model {model_name})")
     return sidecar
-
-
-def panel(stack: Stack, pred_zyx: np.ndarray, inputs, out_path, title: str, n_slices: int = 4):
-    """Rows = axial slices spread over the brain; columns = the inputs and the synthetic CE-T1."""
-    from .plots import _axial, _save, plt
-
-    brain_z = np.flatnonzero(np.asarray(stack["brain_mask"]).sum(axis=(1, 2)))
-    lo, hi = (brain_z[0], brain_z[-1]) if brain_z.size else (0, pred_zyx.shape[0] - 1)
-    slices = np.unique(np.linspace(lo, hi, n_slices + 2).round().astype(int)[1:-1])
-    columns = [*inputs, "SYNTHETIC CE-T1"]
-    fig, axes = plt.subplots(len(slices), len(columns), figsize=(2.2 * len(columns), 2.3 * len(slices)),
-                             squeeze=False)
-    for row, z in enumerate(slices):
-        for col, image in enumerate([*(stack[m] for m in inputs), pred_zyx]):
-            ax = axes[row, col]
-            ax.imshow(_axial(image, z), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            if row == 0:
-                ax.set_title(columns[col], fontsize=9, color="red" if col == len(inputs) else "black")
-        axes[row, 0].set_ylabel(f"z={z}", fontsize=9)
-    fig.suptitle(title, color="red", fontsize=11)
-    fig.tight_layout()
-    _save(fig, out_path)
-

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import html
+import platform
+from importlib import metadata
+
 import pandas as pd
+import yaml
 
 from . import plots
 from .io import atomic_output, write_table
@@ -93,12 +98,6 @@ def runtime_table(benchmark_paths) -> pd.DataFrame:
 def write_provenance(config: dict, path, packages=("snakemake", "torch", "antspyx", "brainextractor", "fslpy",
                                                      "nibabel", "numpy", "scipy", "scikit-image", "pandas")):
     """The configuration and software versions behind every result, as an HTML page for the report."""
-    import html
-    import platform
-    from importlib import metadata
-
-    import yaml
-
     versions = {"python": platform.python_version(), "platform": platform.platform()}
     for name in packages:
         try:
