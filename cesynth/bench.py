@@ -60,6 +60,7 @@ def main(argv=None):
         return
     machine = describe_machine()
     rows, started = [], time.time()
+    output, partial = Path(args.output), Path(args.output + ".partial")
     with tempfile.TemporaryDirectory(prefix="cesynth-bench-") as tmp:
         for name in args.only or SECTIONS:
             t0 = time.time()
@@ -68,11 +69,16 @@ def main(argv=None):
             print(render_table(section, header=False), f"\n   {name}: {time.time() - t0:.0f} s", file=sys.stderr,
                   flush=True)
             rows += section
-    machine["total_minutes"] = round((time.time() - started) / 60, 1)
-    machine["load_after"] = os.getloadavg()[0]
+            # sections take up to an hour at paper width: keep what is measured if a later one fails
+            partial.write_text(render_markdown(rows, finish(machine, started), args))
     print(render_table(rows))
-    Path(args.output).write_text(render_markdown(rows, machine, args))
-    print(f"wrote {args.output}", file=sys.stderr)
+    output.write_text(render_markdown(rows, finish(machine, started), args))
+    partial.unlink()
+    print(f"wrote {output}", file=sys.stderr)
+
+
+def finish(machine: dict, started: float) -> dict:
+    return {**machine, "total_minutes": round((time.time() - started) / 60, 1), "load_after": os.getloadavg()[0]}
 
 
 # ----------------------------------------------------------------------------- machine and rows
@@ -101,10 +107,10 @@ def _fmt(value):
 
 
 def render_table(rows, header=True) -> str:
-    lines = [f"{'section':<14}{'case':<58}{'value':>12} {'unit':<10}{'x baseline':>11}  note"] if header else []
+    lines = [f"{'section':<14}{'case':<72}{'value':>12} {'unit':<10}{'x baseline':>11}  note"] if header else []
     for r in rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3g}x"
-        lines.append(f"{r['section']:<14}{r['case']:<58}{_fmt(r['value']):>12} {r['unit']:<10}{ratio:>11}  "
+        lines.append(f"{r['section']:<14}{r['case']:<72}{_fmt(r['value']):>12} {r['unit']:<10}{ratio:>11}  "
                      f"{r['note']}")
     return "\n".join(lines)
 
@@ -248,9 +254,9 @@ def bench_input(tmp: Path, quick: bool):
 
 # ----------------------------------------------------------------------------- b. inference
 
-def child_infer(mode: str, slices: int, batch_size: int = 1):
-    """Seconds of one hrfcn3d (paper width) prediction: ``mode`` window = sliding windows over
-    ``slices`` slices; onepass = the whole ``slices``-slice block in one forward."""
+def child_infer(mode: str, slices: int, batch_size: int = 1, architecture: str = "hrfcn3d", device: str = "cpu"):
+    """Seconds of one paper-width prediction: ``mode`` window = sliding windows over ``slices``
+    slices; onepass = the whole ``slices``-slice block in one forward."""
     import torch
 
     from .inference import slab_inference, sliding_window
@@ -258,14 +264,17 @@ def child_infer(mode: str, slices: int, batch_size: int = 1):
 
     _threads()
     torch.manual_seed(0)
-    model = build_model("hrfcn3d", len(INPUTS), 1.0).eval()
+    model = build_model(architecture, len(INPUTS), 1.0).eval().to(device)
     volume = np.random.default_rng(0).random((len(INPUTS), slices, *PAPER_SHAPE_ZYX[1:]), dtype=np.float32)
     t = time.perf_counter()
-    if mode == "window":
-        sliding_window(model, volume, PATCH[0], 1, batch_size)
+    if mode == "window":  # with synthesize_scan's stride; bf16 autocast on CUDA as in config.yaml
+        sliding_window(model, volume, PATCH[0], PATCH[0] if model.slicewise else 1, batch_size, device, amp=True)
     else:
         slab_inference(model, volume, 0, 0)
-    return {"seconds": time.perf_counter() - t}
+    result = {"seconds": time.perf_counter() - t}
+    if device == "cuda":
+        result["cuda_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return result
 
 
 def bench_inference(tmp: Path, quick: bool):
@@ -275,7 +284,6 @@ def bench_inference(tmp: Path, quick: bool):
     from .models import build_model
 
     n_z = PAPER_SHAPE_ZYX[0]
-    windows = n_z - PATCH[0] + 1
     halo = slice_halo(build_model("hrfcn3d", len(INPUTS), 0.0625))  # the field does not depend on width
     small, large = (3, 6) if quick else (3, 12)
     (r1, m1, _), (r2, m2, _) = (run_child("child_infer", mode="onepass", slices=s) for s in (small, large))
@@ -285,34 +293,51 @@ def bench_inference(tmp: Path, quick: bool):
     def memory(slices):
         return m1 + per_slice_gb * (slices - small)
 
-    batch = 2 if quick else 8
-    rw, mw, _ = run_child("child_infer", mode="window", slices=PATCH[0] + batch - 1, batch_size=batch)
-    window_s = rw["seconds"] / batch
-    whole_s = windows * window_s
-    rows = [
-        row("inference", f"sliding window, stride 1, batch {batch}: {windows} windows (baseline)", whole_s / 60,
-            "min", 1.0, "", f"extrapolated: {windows} x {window_s:.1f} s/window measured on {batch} windows"),
-        row("inference", f"sliding window, batch {batch}: peak RSS", mw, "GB", None, "",
-            "measured; target <= 8 GB"),
-        row("inference", "sliding window, batch 8 (config default): peak RSS", memory(8 * PATCH[0]), "GB", None,
-            "", f"extrapolated (as one pass over {8 * PATCH[0]} slices)"),
-        row("inference", "one pass (untiled), 192 slices", per_slice_s * n_z / 60, "min",
-            per_slice_s * n_z / whole_s, "sliding window",
+    batch = 2 if quick else 8  # 8 = config.yaml's inference.batch_size
+    timings = {}
+    for architecture in ARCHITECTURES:  # whole-volume sliding-window inference of every model
+        stride = PATCH[0] if build_model(architecture, 1, 0.0625).slicewise else 1  # as synthesize_scan
+        result, peak, _ = run_child("child_infer", mode="window", slices=PATCH[0] + stride * (batch - 1),
+                                    batch_size=batch, architecture=architecture)
+        windows = -(-(n_z - PATCH[0]) // stride) + 1
+        timings[architecture] = windows, result["seconds"] / batch, peak
+    whole_s = np.prod(timings["hrfcn3d"][:2])
+    rows = []
+    for architecture, (windows, seconds, peak) in timings.items():
+        rows += [
+            row("inference", f"{architecture}: sliding window, batch {batch}, {windows} windows",
+                windows * seconds / 60, "min", windows * seconds / whole_s,
+                "" if architecture == "hrfcn3d" else "hrfcn3d sliding window",
+                f"extrapolated: {windows} x {seconds:.2f} s/window measured on {batch} windows"
+                + (" (stride 3: slice-wise net)" if windows < n_z - PATCH[0] + 1 else "")),
+            row("inference", f"{architecture}: sliding window, batch {batch}: peak RSS", peak, "GB", None, "",
+                "measured; target <= 8 GB"),
+        ]
+    rows += [
+        row("inference", "hrfcn3d one pass (untiled), 192 slices", per_slice_s * n_z / 60, "min",
+            per_slice_s * n_z / whole_s, "hrfcn3d sliding window",
             f"extrapolated from {large} slices in one pass ({r2['seconds']:.0f} s)"),
-        row("inference", "one pass (untiled), 192 slices: peak RSS", memory(n_z), "GB", None, "",
+        row("inference", "hrfcn3d one pass (untiled), 192 slices: peak RSS", memory(n_z), "GB", None, "",
             f"extrapolated linearly from {small} ({m1:.2f} GB) and {large} ({m2:.2f} GB) slices; "
             f"{'fits' if memory(n_z) < 0.9 * describe_machine()['ram_gb'] else 'does not fit'} in this RAM"),
     ]
     for slab in (8, 32):
         computed = sum(min(z + slab + halo, n_z) - max(z - halo, 0) for z in range(0, n_z, slab))
-        rows += [row("inference", f"exact slabs of {slab} (+{halo} halo each side)", per_slice_s * computed / 60,
-                     "min", per_slice_s * computed / whole_s, "sliding window",
+        rows += [row("inference", f"hrfcn3d exact slabs of {slab} (+{halo} halo each side)",
+                     per_slice_s * computed / 60, "min", per_slice_s * computed / whole_s, "hrfcn3d sliding window",
                      f"extrapolated: {computed} slices computed"),
-                 row("inference", f"exact slabs of {slab}: peak RSS", memory(slab + 2 * halo), "GB", None, "",
+                 row("inference", f"hrfcn3d exact slabs of {slab}: peak RSS", memory(slab + 2 * halo), "GB", None, "",
                      "extrapolated (as one pass)")]
     if torch.cuda.is_available():
-        rows.append(row("inference", "CUDA: not measured by this benchmark yet", "", "", None, "",
-                        "run `snakemake infer` on a GPU node and read results/benchmarks/infer/"))
+        for architecture, (windows, _, _) in timings.items():
+            stride = 1 if windows == n_z - PATCH[0] + 1 else PATCH[0]
+            result, _, _ = run_child("child_infer", mode="window", slices=n_z, batch_size=batch,
+                                     architecture=architecture, device="cuda")
+            rows.append(row("inference", f"{architecture}: CUDA bf16, sliding window, batch {batch}, whole volume",
+                            result["seconds"], "s", None, "", f"measured; peak {result['cuda_peak_gb']:.1f} GB "
+                            f"allocated; stride {stride}"))
+    else:
+        rows.append(row("inference", "CUDA", "not measured", "", None, "", "no GPU on this machine"))
     return rows
 
 
@@ -401,12 +426,12 @@ def bench_training(tmp: Path, quick: bool):
     stacks, _ = make_scans(tmp / "train_scans", 2, nifti=False)
     stacks = [str(s) for s in stacks]
     width = 0.125 if quick else 1.0
-    steps = 1 if quick else 3
+    steps = 1  # at paper width a CPU step takes minutes
     label = f"width {width}" + (" (quick; paper is 1.0)" if quick else "")
     rows = []
     variants = [("eager", {}), ("channels_last", {"channels_last": True}), ("torch.compile", {"compile": True})]
-    # Inductor builds take minutes per model on 2 cores: one model, and a time limit, in --quick.
-    compile_models, compile_limit = (["hrfcn3d_ref"], 300) if quick else (ARCHITECTURES, 1800)
+    # Inductor builds take minutes per model on 2 cores: the two smallest models, with a time limit.
+    compile_models, compile_limit = (["hrfcn3d_ref"], 300) if quick else (["unet2d", "hrfcn3d_ref"], 1200)
     for architecture in ARCHITECTURES:
         base = None
         for name, options in variants:
@@ -442,24 +467,38 @@ def bench_training(tmp: Path, quick: bool):
 # ----------------------------------------------------------------------------- preprocessing (another module)
 
 def bench_preprocessing(tmp: Path, quick: bool):
+    """benchmarks/preprocessing.py's rows as a table: seconds per step, registration against
+    antspyx's default rigid registration (the baseline), and the per-scan total (target <= 60 s)."""
+    import pandas as pd
+
     path = REPO / "benchmarks" / "preprocessing.py"
-    if not path.exists():
-        return [row("preprocessing", "benchmarks/preprocessing.py", "absent", "", None, "", "not run")]
     spec = importlib.util.spec_from_file_location("cesynth_bench_preprocessing", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return [_foreign_row(r) for r in module.run(repeats=1)]
+    table = pd.DataFrame(module.run(repeats=1))
+    rows = []
+    for (case, step), group in table.groupby(["case", "step"], sort=False):
+        group = group.set_index("method")
+        baseline = group.seconds.get(BASELINE_REGISTRATION)
+        for method, r in group.iterrows():
+            note = ", ".join(f"{label} {r[key]:.3g}" for key, label in
+                             [("mi_after", "MI after"), ("error_mm", "known-motion error mm")]
+                             if key in r and pd.notna(r[key]))
+            rows.append(row("preprocessing", f"{case}: {step}, {method}", r.seconds, "s",
+                            None if baseline is None else r.seconds / baseline,
+                            "" if baseline is None or method == BASELINE_REGISTRATION else BASELINE_REGISTRATION,
+                            note))
+    per_scan = table[~table.step.str.contains("known-motion")]
+    for case, group in per_scan.groupby("case", sort=False):
+        ours = group[~group.method.isin([BASELINE_REGISTRATION, "cesynth, earlier schedule"])].seconds.sum()
+        default = (group[group.method == BASELINE_REGISTRATION].seconds.sum()
+                   + group[~group.step.str.startswith("register")].seconds.sum())
+        rows.append(row("preprocessing", f"{case}: total per scan (registrations + strip + resample/equalize)",
+                        ours, "s", ours / default, "same with ants.registration Rigid", "target <= 60 s"))
+    return rows
 
 
-def _foreign_row(r: dict):
-    """A row from another module's dict: its text fields name the case, ``value`` or ``seconds`` is the value."""
-    key = "value" if "value" in r else "seconds" if "seconds" in r else None
-    labels = [str(v) for k, v in r.items() if isinstance(v, str) and k not in ("unit", "baseline", "note")]
-    others = [f"{k}={_fmt(v)}" for k, v in r.items() if not isinstance(v, str) and k not in (key, "ratio")]
-    return row("preprocessing", " / ".join(labels), r.get(key, ""), r.get("unit", "s" if key == "seconds" else ""),
-               r.get("ratio"), r.get("baseline", ""), r.get("note", ", ".join(others)))
-
-
+BASELINE_REGISTRATION = "ants.registration Rigid"
 SECTIONS = {"input": bench_input, "inference": bench_inference, "dag": bench_dag, "training": bench_training,
             "preprocessing": bench_preprocessing}
 CHILDREN = {"child_infer": child_infer, "child_train": child_train}

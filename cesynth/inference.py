@@ -94,7 +94,9 @@ def synthesize_scan(model, payload, stack_path, out_path, stride=1, batch_size=4
     stack = Stack(stack_path)
     inputs = np.ascontiguousarray(stack.get(payload["model_spec"]["inputs"]))
     if tiling == "window":
-        pred = sliding_window(model, inputs, payload["patch"][0], stride, batch_size, device, amp)
+        window = payload["patch"][0]
+        # A slice-wise (2D) net predicts a slice identically in every window: overlap would only repeat work.
+        pred = sliding_window(model, inputs, window, window if model.slicewise else stride, batch_size, device, amp)
     elif tiling == "slab":
         pred = slab_inference(model, inputs, slab, slice_halo(model) if halo is None else halo, device, amp)
     else:

@@ -158,6 +158,7 @@ class SynthesisNet(nn.Module):
 
     architecture: str  # ARCHITECTURES key; model_summary rebuilds a 1-channel copy from it
     size_divisor: int = 1
+    slicewise: bool = False  # True: each output slice depends on its own input slice only
 
     def __init__(self, n_inputs: int):
         super().__init__()
@@ -180,6 +181,8 @@ class SynthesisNet(nn.Module):
 
 class _PerSlice2D(SynthesisNet):
     """2D nets: fold D into the batch so each slice is processed independently."""
+
+    slicewise = True
 
     def forward_2d(self, x):
         raise NotImplementedError

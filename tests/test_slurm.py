@@ -32,10 +32,10 @@ pytestmark = pytest.mark.slurm
 MODEL = "unet2d"
 WEIGHTS = f"results/models/{MODEL}/stage1/weights.pt"
 TRAIN_MEM_MB = 16000  # rules/train.smk: train_stage1 resources mem_mb
-TRAIN_THREADS = 2  # rules/train.smk: train_stage1 threads
+TRAIN_THREADS = 2  # training.threads below -> train_stage1 threads -> sbatch --cpus-per-task
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 # Three single-scan patients: one in each of train, test_A and B (fewer skull strips to run locally).
-SMALL_COHORT = "demo: {patients: 3, followups: 0, expert_masks: 1}\n"
+SMALL_COHORT = f"demo: {{patients: 3, followups: 0, expert_masks: 1}}\ntraining: {{threads: {TRAIN_THREADS}}}\n"
 SLURM_OVERRIDES = [
     "--profile", str(REPO / "profiles" / "slurm"),
     "--sdm", "env-modules",
@@ -93,6 +93,18 @@ def snakemake(workdir, configfiles, args, env=None, timeout=600, cluster=None):
     result.seconds = time.monotonic() - start
     result.out = result.stdout + result.stderr
     return result
+
+
+def test_profile_passes_a_rules_threads_to_sbatch(tmp_path):
+    """Without `cores` in the profile Snakemake caps `threads` (so --cpus-per-task) at the login
+    node's cores; the dry run shows what each job would ask for. No SLURM needed."""
+    threads = os.cpu_count() + 6  # more than this machine has
+    extra = tmp_path / "threads.yaml"
+    extra.write_text(f"training: {{threads: {threads}}}\n")
+    result = snakemake(tmp_path, [REPO / "config" / "tiny.yaml", extra], [*SLURM_OVERRIDES, "-n", WEIGHTS])
+    assert result.returncode == 0, result.out[-3000:]
+    job = result.out.split("rule train_stage1:", 1)[1].split("\n\n", 1)[0]
+    assert f"threads: {threads}" in job, job
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +177,7 @@ def test_cpu_and_gpu_rules_run_through_sbatch(cluster, preprocessed):
     assert "gpu" not in cpu.replace(f"-p {CPU_PARTITION}", "").replace("--job-name", "").lower(), cpu
     assert "--gpus=1" in gpu and "--ntasks-per-gpu=1" in gpu, gpu
     assert f"-p {GPU_PARTITION}" in gpu and "-t 70" in gpu and f"--mem {train_mem}" in gpu
-    assert f"--cpus-per-gpu={min(TRAIN_THREADS, node_cpus)}" in gpu or "--cpus-per-task=" in gpu
+    assert f"--cpus-per-task={min(TRAIN_THREADS, node_cpus)}" in gpu  # the rule's threads, not capped at 1
     assert "-A " not in cpu and "-A " not in gpu  # no account on this cluster
     assert f"-D {work}" in cpu and "--deployment-method env-modules" in calls["rule_split"]
     assert f"{sys.executable} -m snakemake" in calls["rule_split"]
