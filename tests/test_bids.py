@@ -16,13 +16,8 @@ BIDS_MODALITIES = {"t1": {"suffix": "T1w"}, "ce_t1": {"suffix": "T1w", "ce": "ga
                    "adc": {"suffix": "ADC"}}
 
 
-@pytest.fixture(scope="module")
-def demo_bids(tmp_path_factory):
-    """The tiny demo cohort, symlinked into a BIDS tree (sessions, a ce- entity, a derivatives mask)."""
-    tmp = tmp_path_factory.mktemp("bids")
-    demo = write_cohort(yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())["demo"], tmp / "demo",
-                        tmp / "demo" / "samples.tsv")
-    root = tmp / "bids"
+def write_bids_tree(demo, root):
+    """The demo cohort symlinked into a BIDS tree (sessions, a ce- entity, a derivatives mask)."""
     for row in demo.itertuples():
         sub, ses = row.patient, row.scan[len(row.patient):]
         anat = root / f"sub-{sub}" / f"ses-{ses}" / "anat"
@@ -34,7 +29,16 @@ def demo_bids(tmp_path_factory):
             deriv.mkdir(parents=True)
             os.symlink(row.tumour_mask, deriv / f"sub-{sub}_ses-{ses}_label-tumour_mask.nii.gz")
     (root / "dataset_description.json").write_text('{"Name": "demo", "BIDSVersion": "1.9.0"}')
-    return demo, root
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo_bids(tmp_path_factory):
+    """The tiny demo cohort as a BIDS tree."""
+    tmp = tmp_path_factory.mktemp("bids")
+    demo = write_cohort(yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())["demo"], tmp / "demo",
+                        tmp / "demo" / "samples.tsv")
+    return demo, write_bids_tree(demo, tmp / "bids")
 
 
 def bids_cfg(root):
