@@ -92,19 +92,24 @@ def bids_table(bids_cfg: dict) -> pd.DataFrame:
 
 
 # UCSF-PDGM (UCSF preoperative diffuse glioma MRI, TCIA): one folder per patient, one scan each,
-# UCSF-PDGM-XXXX_nifti/UCSF-PDGM-XXXX_<sequence>.nii.gz. Its tumour segmentation is a multi-label map (BraTS labels), not a binary mask,
-# so it is not used as tumour_mask (the input check requires 0/1 masks).
+# UCSF-PDGM-XXXX_nifti/UCSF-PDGM-XXXX_<sequence>.nii.gz. Its tumour segmentation is a BraTS label map
+# (1 necrotic/non-enhancing core, 2 oedema, 4 enhancing tumour); by default the tumour is the core
+# (1, 4), what is outlined as tumour on the post-contrast T1 (oedema is a FLAIR finding).
 UCSF_PDGM_FILES = {"t1": "T1", "ce_t1": "T1c", "t2": "T2", "flair": "FLAIR", "adc": "ADC", "swi": "SWI",
                    "dwi": "DWI"}
+UCSF_PDGM_SEGMENTATION = "tumor_segmentation"
+UCSF_PDGM_TUMOUR_LABELS = [1, 4]
 
 
 def ucsf_pdgm_table(root) -> pd.DataFrame:
-    """Sample table of a UCSF-PDGM release folder: patient = scan = UCSF-PDGM-XXXX, every sequence a column."""
+    """Sample table of a UCSF-PDGM release folder: patient = scan = UCSF-PDGM-XXXX, every sequence a
+    column, tumour_mask = the tumour segmentation (a label map; see :func:`cohort.tumour_mask_labels`)."""
     root = Path(root)
     rows = []
     for folder in sorted(root.glob("*_nifti")):
         scan = folder.name[: -len("_nifti")]
-        rows.append({"patient": scan, "scan": scan, "tumour_mask": "",
+        mask = folder / f"{scan}_{UCSF_PDGM_SEGMENTATION}.nii.gz"
+        rows.append({"patient": scan, "scan": scan, "tumour_mask": str(mask) if mask.is_file() else "",
                      **{m: str(folder / f"{scan}_{name}.nii.gz") for m, name in UCSF_PDGM_FILES.items()}})
     if not rows:
         raise ValueError(f"UCSF-PDGM: no <id>_nifti folders under {root}")

@@ -37,10 +37,27 @@ def load_samples(input_cfg: dict, demo_cfg: dict, demo_dir) -> pd.DataFrame:
     return table
 
 
-def split_cohort(table: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
-    """Assign every scan to train, test_A or B; deterministic given ``seed``."""
-    is_b = table.tumour_mask.astype(str).str.len() > 0
-    b_patients = set(table.patient[is_b])
+def tumour_mask_labels(input_cfg: dict) -> list[int] | None:
+    """Labels that are tumour when masks are label maps (None: masks are 0/1)."""
+    if input_cfg.get("tumour_mask_labels"):
+        return list(input_cfg["tumour_mask_labels"])
+    return bids.UCSF_PDGM_TUMOUR_LABELS if input_cfg["source"] == "ucsf_pdgm" else None
+
+
+def split_cohort(table: pd.DataFrame, val_fraction: float, seed: int, set_b_patients: int | None = None
+                 ) -> pd.DataFrame:
+    """Assign every scan to train, test_A or B; deterministic given ``seed``.
+
+    ``set_b_patients``: at most this many patients with a tumour mask form set B (drawn with ``seed``);
+    the others' scans join set A like scans without a mask.
+    """
+    has_mask = table.tumour_mask.astype(str).str.len() > 0
+    b_patients = sorted(set(table.patient[has_mask]))
+    if set_b_patients is not None and set_b_patients < len(b_patients):
+        # own generator: the train/test_A draw below stays what it was without this option
+        b_patients = list(np.random.default_rng([seed, 1]).permutation(b_patients)[:set_b_patients])
+    is_b = has_mask & table.patient.isin(b_patients)
+    b_patients = set(b_patients)
     a_patients = sorted(set(table.patient) - b_patients)
     rng = np.random.default_rng(seed)
     n_val = max(1, round(val_fraction * len(a_patients))) if len(a_patients) > 1 else 0
@@ -75,4 +92,4 @@ def load_split(split_cfg: dict, table: pd.DataFrame) -> pd.DataFrame:
         if problems:
             raise InputError(problems)
         return split[["scan", "patient", "set"]]
-    return split_cohort(table, split_cfg["val_fraction"], split_cfg["seed"])
+    return split_cohort(table, split_cfg["val_fraction"], split_cfg["seed"], split_cfg.get("set_b_patients"))

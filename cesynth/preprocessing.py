@@ -72,10 +72,11 @@ def enhancement_mask(ce_t1: np.ndarray, t1: np.ndarray, delta: float) -> np.ndar
 
 
 def preprocess_scan(reference_path, input_paths: dict, brain_mask_path, shape, equalization="histogram",
-                    delta=0.1, reference_name="ce_t1", tumour_mask_path=None):
+                    delta=0.1, reference_name="ce_t1", tumour_mask_path=None, tumour_mask_labels=None):
     """Build the model-space stack of one scan.
 
     ``input_paths`` maps modality names to images already on the reference grid (co-registered).
+    ``tumour_mask_labels``: the tumour mask is a label map and these labels are tumour (None: 0/1).
     Returns (stack (C, Z, Y, X) float32, channel names, affine of the model grid).
     """
     reference, ref_affine = canonical(reference_path)
@@ -101,6 +102,8 @@ def preprocess_scan(reference_path, input_paths: dict, brain_mask_path, shape, e
                                         volumes[channels.index("t1")], delta).astype(np.float32))
     if tumour_mask_path:
         tumour, _ = canonical(tumour_mask_path)
+        if tumour_mask_labels:  # a label map: tumour = the listed labels, binarised before resampling
+            tumour = np.isin(np.rint(tumour), tumour_mask_labels).astype(np.float32)
         channels.append("tumour_mask")
         volumes.append(((resize(tumour, ref_affine, shape)[0] >= 0.5) & mask).astype(np.float32))
     stack = np.stack([np.transpose(v, (2, 1, 0)) for v in volumes])  # (X,Y,Z) -> (Z,Y,X)

@@ -24,11 +24,12 @@ CACHE = f"{S.RESULTS}/qc/input_screening.json"
 REPORT = f"{S.RESULTS}/qc/skipped_scans.tsv"
 
 
-def screen_scans(table: pd.DataFrame, modalities: list[str], reference: str, cache_path=CACHE,
+def screen_scans(table: pd.DataFrame, modalities: list[str], reference: str, mask_labels=None, cache_path=CACHE,
                  report_path=REPORT) -> tuple[pd.DataFrame, list[Problem]]:
     """(the scans without problems, the problems of the others); writes the report and the cache.
 
-    ``modalities`` lists every image column to check, the reference included.
+    ``modalities`` lists every image column to check, the reference included; ``mask_labels`` as in
+    :func:`~cesynth.validate.check_files`.
     """
     structural = [p for p in check_sheet(table, modalities, check_exists=False) if p.scan == "*"]
     if structural:  # a sheet without the needed columns has no valid scan to keep
@@ -43,9 +44,9 @@ def screen_scans(table: pd.DataFrame, modalities: list[str], reference: str, cac
         if scan in duplicated:
             found.append(Problem(scan, "", "scan id appears more than once in the sample sheet"))
         if not found:
-            key = _key(row, modalities)
+            key = _key(row, modalities, mask_labels)
             if key not in cache:
-                cache[key] = [vars(p) for p in check_files(row, modalities, reference)]
+                cache[key] = [vars(p) for p in check_files(row, modalities, reference, mask_labels)]
             fresh[key] = cache[key]
             found = [Problem(**p) for p in cache[key]]
         problems += found
@@ -58,12 +59,12 @@ def screen_scans(table: pd.DataFrame, modalities: list[str], reference: str, cac
     return valid, problems
 
 
-def _key(row: pd.DataFrame, modalities) -> str:
-    """Identity of one scan's files: paths, sizes and modification times."""
+def _key(row: pd.DataFrame, modalities, mask_labels) -> str:
+    """Identity of one scan's check: its files' paths, sizes and modification times, and the mask labels."""
     record = row.iloc[0].to_dict()
     files = [str(record.get(c) or "") for c in dict.fromkeys([*modalities, "tumour_mask"])]
     stats = []
     for f in files:
         stat = Path(f).stat() if f else None
         stats.append([f, stat.st_size, stat.st_mtime_ns] if stat else [f])
-    return hashlib.sha256(json.dumps([record["scan"], stats]).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([record["scan"], stats, mask_labels]).encode()).hexdigest()

@@ -5,7 +5,7 @@ Two levels, so that the DAG builds fast for large cohorts:
 * :func:`check_sheet` looks only at the table (columns, ids, duplicates, sets). Snakemake runs it
   when it parses the workflow; it reads no image.
 * :func:`check_files` opens every image of every scan (3-D, finite, not constant, plausible
-  voxel size, masks binary and on the reference grid). The ``validate_inputs`` rule runs it as
+  voxel size, masks binary - or holding only the configured labels - and on the reference grid). The ``validate_inputs`` rule runs it as
   the first job; every per-scan job depends on its report, so a bad file stops the run before work.
 
 Each problem is a :class:`Problem` naming the scan, the file and what is wrong; all problems are
@@ -67,8 +67,11 @@ def check_sheet(table: pd.DataFrame, modalities: list[str], check_exists=True) -
     return problems
 
 
-def check_files(table: pd.DataFrame, modalities: list[str], reference: str) -> list[Problem]:
-    """Open every image and report what would break or silently spoil training."""
+def check_files(table: pd.DataFrame, modalities: list[str], reference: str, mask_labels=None) -> list[Problem]:
+    """Open every image and report what would break or silently spoil training.
+
+    ``mask_labels``: tumour masks are label maps and these labels are tumour (None: masks are 0/1).
+    """
     problems = []
     for row in table.itertuples(index=False):
         ref_shape = ref_affine = None
@@ -88,7 +91,7 @@ def check_files(table: pd.DataFrame, modalities: list[str], reference: str) -> l
                 problems.append(Problem(row.scan, mask_path, f"tumour_mask: {problem}"))
             else:
                 problems += [Problem(row.scan, mask_path, f"tumour_mask: {p}")
-                             for p in _mask_problems(img, ref_shape, ref_affine)]
+                             for p in _mask_problems(img, ref_shape, ref_affine, mask_labels)]
     return problems
 
 
@@ -127,11 +130,16 @@ def _image_problems(img) -> list[str]:
     return problems
 
 
-def _mask_problems(img, ref_shape, ref_affine) -> list[str]:
+def _mask_problems(img, ref_shape, ref_affine, labels=None) -> list[str]:
     problems = []
-    data = np.asarray(img.dataobj)
-    if not np.isin(np.unique(data), [0, 1]).all():
-        problems.append("mask is not binary (values other than 0 and 1)")
+    values = np.unique(np.asarray(img.dataobj))
+    # a label map may hold labels that are not tumour (BraTS oedema); it must hold labels, though
+    unexpected = values[(values < 0) | (values != np.round(values))] if labels else values[~np.isin(values, [0, 1])]
+    if unexpected.size:
+        shown = ", ".join(f"{v:g}" for v in unexpected[:5]) + (", ..." if unexpected.size > 5 else "")
+        problems.append(f"label map holds values {{{shown}}} that are not labels (integers >= 0)" if labels else
+                        f"mask is not binary (values {{{shown}}} besides 0 and 1); for a label map (e.g. BraTS "
+                        "labels 1, 2, 4) set input.tumour_mask_labels")
     if ref_shape is not None and (img.shape[:3] != ref_shape[:3] or not np.allclose(img.affine, ref_affine, atol=1e-3)):
         problems.append("mask is not on the reference image's grid (shape or affine differ)")
     return problems

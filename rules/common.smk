@@ -5,7 +5,7 @@ import sys
 import pandas as pd
 
 from cesynth import study as S
-from cesynth.cohort import load_samples, load_split
+from cesynth.cohort import load_samples, load_split, tumour_mask_labels
 from cesynth.screening import screen_scans
 from cesynth.validate import InputError, check_sheet
 
@@ -18,10 +18,11 @@ MODALITIES = config["modalities"]
 MOVING = [m for m in MODALITIES if m != REF]
 STUDIES = list(config["studies"])
 MODELS_IN_STUDIES = sorted({m for models in config["studies"].values() for m in models})
+MASK_LABELS = tumour_mask_labels(config["input"])
 
 SAMPLES = load_samples(config["input"], config["demo"], S.path("demo_dir"))
 if config["input"].get("skip_invalid") and config["input"]["source"] != "demo":  # demo files are written by a rule
-    SAMPLES, _skipped = screen_scans(SAMPLES, [*MODALITIES, REF], REF)
+    SAMPLES, _skipped = screen_scans(SAMPLES, [*MODALITIES, REF], REF, MASK_LABELS)
     for _problem in _skipped:
         print(f"skip_invalid: leaving out {_problem}", file=sys.stderr)
 SAMPLES = SAMPLES.set_index("scan", drop=False)

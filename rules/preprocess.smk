@@ -31,6 +31,7 @@ rule validate_inputs:
         samples=SAMPLES.to_dict("records"),
         modalities=[REF, *MOVING],
         reference=REF,
+        mask_labels=MASK_LABELS,
     conda:
         "../envs/preprocess.yaml"
     log:
@@ -107,6 +108,7 @@ rule preprocess:
         modalities=MODALITIES,
         moving=MOVING,
         reference=REF,
+        tumour_mask_labels=MASK_LABELS,
         **config["preprocess"],
     resources:
         mem_mb=4000,

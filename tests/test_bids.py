@@ -5,7 +5,8 @@ import os
 import pytest
 import yaml
 
-from cesynth.bids import bids_table, parse_name, ucsf_pdgm_table
+from cesynth.bids import UCSF_PDGM_FILES, bids_table, parse_name, ucsf_pdgm_table
+from cesynth.cohort import tumour_mask_labels
 from cesynth.demo import write_cohort
 from cesynth.validate import check_sheet
 from conftest import REPO
@@ -82,7 +83,45 @@ def test_bids_source_builds_the_dag(demo_bids, tmp_path):
 def test_ucsf_pdgm_layout(tmp_path):
     for pid in ("UCSF-PDGM-0004", "UCSF-PDGM-0005"):
         (tmp_path / f"{pid}_nifti").mkdir()
+    (tmp_path / "UCSF-PDGM-0004_nifti" / "UCSF-PDGM-0004_tumor_segmentation.nii.gz").touch()
     table = ucsf_pdgm_table(tmp_path)
     assert list(table.scan) == ["UCSF-PDGM-0004", "UCSF-PDGM-0005"] and list(table.patient) == list(table.scan)
     assert table.ce_t1[0] == str(tmp_path / "UCSF-PDGM-0004_nifti" / "UCSF-PDGM-0004_T1c.nii.gz")
-    assert table.adc[1].endswith("UCSF-PDGM-0005_ADC.nii.gz") and set(table.tumour_mask) == {""}
+    assert table.adc[1].endswith("UCSF-PDGM-0005_ADC.nii.gz")
+    assert list(table.tumour_mask) == [str(tmp_path / "UCSF-PDGM-0004_nifti" /
+                                           "UCSF-PDGM-0004_tumor_segmentation.nii.gz"), ""]
+    # its segmentation is a BraTS label map: the tumour core unless the config says otherwise
+    assert tumour_mask_labels({"source": "ucsf_pdgm"}) == [1, 4]
+    assert tumour_mask_labels({"source": "ucsf_pdgm", "tumour_mask_labels": [4]}) == [4]
+    assert tumour_mask_labels({"source": "samplesheet"}) is None
+
+
+def test_ucsf_pdgm_label_maps_pass_the_input_check_and_set_b_is_capped(demo_bids, tmp_path):
+    """The demo cohort laid out as UCSF-PDGM (a BraTS label map for every patient) runs the input
+    check with the preset's labels, and split.set_b_patients leaves the other patients to set A."""
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
+    demo, _ = demo_bids
+    root = tmp_path / "ucsf"
+    for row in demo.drop_duplicates("patient").itertuples():  # UCSF-PDGM: one scan per patient
+        pid = f"UCSF-PDGM-{row.patient}"
+        folder = root / f"{pid}_nifti"
+        folder.mkdir(parents=True)
+        for mod, name in UCSF_PDGM_FILES.items():
+            if mod in demo.columns:
+                os.symlink(getattr(row, mod), folder / f"{pid}_{name}.nii.gz")
+        ref = nib.load(row.ce_t1)
+        labels = np.zeros(ref.shape, np.uint8)
+        labels[10:14, 10:14, 10:14], labels[14:16, 10:14, 10:14], labels[11:13, 11:13, 11:13] = 2, 1, 4
+        nib.save(nib.Nifti1Image(labels, ref.affine), folder / f"{pid}_tumor_segmentation.nii.gz")
+    config = tmp_path / "ucsf.yaml"
+    config.write_text(yaml.safe_dump({"input": {"source": "ucsf_pdgm", "ucsf_pdgm": {"root": str(root)}},
+                                      "modalities": ["t1", "t2", "adc"], "split": {"set_b_patients": 1}}))
+    work = tmp_path / "work"
+    snakemake(work, "--cores", "1", "results/split.tsv", "results/qc/inputs_validated.tsv", configs=[config])
+    validated = pd.read_csv(work / "results" / "qc" / "inputs_validated.tsv", sep="\t")
+    assert len(validated) == demo.patient.nunique() and validated.tumour_mask.str.endswith("segmentation.nii.gz").all()
+    split = pd.read_csv(work / "results" / "split.tsv", sep="\t")
+    assert (split.set == "B").sum() == 1 and (split.set == "train").any() and (split.set == "test_A").any()

@@ -45,3 +45,17 @@ def test_set_b_without_mask_and_unknown_set_are_reported(tmp_path):
     messages = " | ".join(map(str, check_split(split, table)))
     assert f"scan {no_mask}: is in set B but has no tumour_mask" in messages
     assert "unknown set 'holdout'" in messages
+
+
+def test_set_b_patients_caps_set_b_and_the_rest_joins_set_a(tmp_path):
+    table = scan_table(DEMO, tmp_path)
+    table["tumour_mask"] = [f"{s}_mask.nii.gz" for s in table.scan]  # like UCSF-PDGM: every scan has one
+    everyone = split_cohort(table, 0.25, 0)
+    assert set(everyone.set) == {"B"}  # the paper's rule alone leaves nothing to train on
+    split = split_cohort(table, 0.25, 0, set_b_patients=3)
+    assert split.patient[split.set == "B"].nunique() == 3
+    train_patients = set(split.patient[split.set == "train"])
+    assert train_patients and not train_patients & set(split.patient[split.set != "train"])
+    assert (split.set == "test_A").any() and split.equals(split_cohort(table, 0.25, 0, set_b_patients=3))
+    without = table.assign(tumour_mask="")
+    assert split_cohort(without, 0.25, 0, set_b_patients=3).equals(split_cohort(without, 0.25, 0))

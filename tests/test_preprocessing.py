@@ -83,6 +83,31 @@ def test_preprocess_scan_builds_model_space_stack(tmp_path):
     assert data[tuple(np.round(voxel).astype(int))] > 250
 
 
+def test_label_map_tumour_mask_gives_the_same_channel_as_its_binary_mask(tmp_path):
+    rng = np.random.default_rng(0)
+    shape, affine = (20, 24, 16), np.diag([1.2, 1.0, 1.5, 1.0])
+    brain = np.zeros(shape, bool)
+    brain[2:18, 2:22, 2:14] = True
+    for name in ("ce_t1", "t1"):
+        save_nifti((rng.random(shape) + 1) * brain, affine, tmp_path / f"{name}.nii.gz")
+    save_nifti(brain, affine, tmp_path / "brain.nii.gz")
+    labels = np.zeros(shape, np.uint8)
+    labels[6:10, 6:12, 4:8], labels[10:13, 6:12, 4:8], labels[8:11, 12:15, 8:10] = 1, 2, 4
+    save_nifti(labels, affine, tmp_path / "labels.nii.gz", dtype=np.uint8)
+    save_nifti(np.isin(labels, [1, 4]), affine, tmp_path / "core.nii.gz", dtype=np.uint8)
+
+    def tumour_channel(mask, mask_labels=None):
+        stack, channels, _ = preprocess_scan(tmp_path / "ce_t1.nii.gz", {"t1": tmp_path / "t1.nii.gz"},
+                                             tmp_path / "brain.nii.gz", (10, 12, 8), tumour_mask_path=mask,
+                                             tumour_mask_labels=mask_labels)
+        return stack[channels.index("tumour_mask")]
+
+    core = tumour_channel(tmp_path / "core.nii.gz")
+    assert core.any() and set(np.unique(core)) == {0.0, 1.0}
+    np.testing.assert_array_equal(tumour_channel(tmp_path / "labels.nii.gz", [1, 4]), core)
+    assert tumour_channel(tmp_path / "labels.nii.gz", [1, 2, 4]).sum() > core.sum()  # oedema included
+
+
 def test_reference_grid_mismatch_is_explained(tmp_path):
     save_nifti(np.ones((10, 10, 10)), np.eye(4), tmp_path / "ref.nii.gz")
     save_nifti(np.ones((8, 10, 10)), np.eye(4), tmp_path / "t1.nii.gz")

@@ -68,3 +68,19 @@ def test_sheet_rejects_unsafe_and_duplicate_ids_and_missing_columns(tmp_path):
     assert any("patient id 'P$(x)'" in m for m in messages)
     missing = check_sheet(sheet(rows).drop(columns="ce_t1"), MODS)
     assert len(missing) == 1 and "lacks column(s) ['ce_t1']" in str(missing[0])
+
+
+def test_label_map_masks_need_their_labels_configured(tmp_path):
+    labels = np.zeros((8, 8, 8))
+    labels[2:4, 2:4, 2:4], labels[4:6, 2:4, 2:4], labels[2:4, 4:6, 4:6] = 1, 2, 4  # BraTS-style
+    resampled = labels.copy()
+    resampled[6, 6, 6] = 0.5  # a label map interpolated linearly is no longer labels
+    rows = [("P1", "brats", good(tmp_path / "a.nii.gz"), good(tmp_path / "b.nii.gz"), nifti(tmp_path / "m.nii.gz", labels)),
+            ("P2", "blurred", good(tmp_path / "c.nii.gz"), good(tmp_path / "d.nii.gz"),
+             nifti(tmp_path / "s.nii.gz", resampled))]
+    binary_only = [str(p) for p in check_files(sheet(rows), MODS, "ce_t1")]
+    assert binary_only[0] == (f"scan brats ({tmp_path / 'm.nii.gz'}): tumour_mask: mask is not binary (values {{2, 4}} "
+                              "besides 0 and 1); for a label map (e.g. BraTS labels 1, 2, 4) set input.tumour_mask_labels")
+    with_labels = [str(p) for p in check_files(sheet(rows), MODS, "ce_t1", mask_labels=[1, 4])]
+    assert with_labels == [f"scan blurred ({tmp_path / 's.nii.gz'}): tumour_mask: label map holds values {{0.5}} that "
+                           "are not labels (integers >= 0)"]

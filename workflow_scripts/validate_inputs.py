@@ -5,7 +5,8 @@ from cesynth.validate import InputError, check_files
 
 with redirect_output(snakemake.log[0]):
     samples = pd.DataFrame(snakemake.params.samples)
-    problems = check_files(samples, snakemake.params.modalities, snakemake.params.reference)
+    problems = check_files(samples, snakemake.params.modalities, snakemake.params.reference,
+                           snakemake.params.mask_labels)
     if problems:
         raise InputError(problems)
     write_table(samples, snakemake.output[0])
