@@ -122,8 +122,9 @@ def render_markdown(rows, machine, args) -> str:
            "## Machine", "",
            f"- CPU: {machine['cpu']}, {machine['cores']} cores; RAM {machine['ram_gb']} GB; GPU: {machine['gpu']}",
            f"- torch {machine['torch']}, Python {machine['python']}",
-           f"- load average (1 min) {machine['load_before']:.1f} before, {machine['load_after']:.1f} after: "
-           "other jobs shared these cores, so times are upper bounds", "",
+           f"- load average (1 min) {machine['load_before']:.1f} before, {machine['load_after']:.1f} after (the "
+           "benchmark's own processes count; more than the cores means other jobs shared them and times are upper "
+           "bounds)", "",
            "## Results", "",
            "Ratios are to the named baseline measured in the same run. *Extrapolated* figures are "
            "computed from measured ones as stated in their note.", "",

@@ -34,6 +34,7 @@ if PREDICT.get("samplesheet"):
             samples=lambda w: [PREDICT_SAMPLES.loc[w.pscan].to_dict()],
             modalities=PREDICT_SPEC["inputs"],
             reference=P.REFERENCE,
+            mask_labels=None,  # new patients come without tumour masks
         group:
             "predict"
         conda:
