@@ -7,6 +7,7 @@ half-written file at a path that Snakemake (or a user) could mistake for a finis
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -16,13 +17,18 @@ import nibabel as nib
 import numpy as np
 
 
+def _temporary_name(path: Path) -> tuple[str, str]:
+    """(prefix, suffix) of the temporary files of :func:`atomic_output` for ``path``."""
+    return f".{path.name.split('.')[0]}.", "".join(path.suffixes)  # keep .nii.gz so writers pick the format
+
+
 @contextlib.contextmanager
 def atomic_output(path):
     """Yield a temporary path next to ``path``; move it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)  # keep .nii.gz so writers pick the right format
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
+    prefix, suffix = _temporary_name(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -31,6 +37,20 @@ def atomic_output(path):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def remove_partial_writes(path) -> list[Path]:
+    """Delete what :func:`atomic_output` was writing for ``path`` when its process was killed.
+
+    SIGKILL (a node crash, the out-of-memory killer) skips the cleanup of the temporary file; call
+    this only from the one process that writes ``path``, before it writes.
+    """
+    path = Path(path)
+    prefix, suffix = _temporary_name(path)
+    partial = sorted(path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"))
+    for p in partial:
+        p.unlink(missing_ok=True)
+    return partial
 
 
 def load_nifti(path, dtype=np.float32):

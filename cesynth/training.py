@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from .data import PatchSampler, StepBatches
-from .io import atomic_output, write_table
+from .io import atomic_output, remove_partial_writes, write_table
 from .losses import SynthesisLoss
 from .models import build_model
 
@@ -103,6 +103,10 @@ def train_stage(*, train_stacks, val_stacks, model_spec: dict, stage: dict, trai
 
     fingerprint = _fingerprint(model_spec, stage, training, train_stacks, init_weights)
     checkpoint = Path(checkpoint_dir) / "last.pt"
+    if rank == 0:  # a run killed while saving left a partial file that nothing else removes
+        partial = [p for out in (checkpoint, weights_out, history_out) for p in remove_partial_writes(out)]
+        if partial:
+            log(f"removed {len(partial)} partial file(s) of a killed run: {', '.join(p.name for p in partial)}")
     epoch, step, history = 0, 0, []
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)

@@ -44,37 +44,58 @@ def test_broken_scans_are_reported_and_left_out(tmp_path):
     assert result.returncode != 0 and "t2 file does not exist" in result.stdout + result.stderr
 
 
-def test_bids_dataset_with_a_broken_scan_completes_a_study_on_the_valid_scans(tmp_path):
-    """A BIDS dataset runs through the whole DAG (here the `baselines` study: preprocessing, both
-    training stages, inference, metrics, t-tests, figures), and with skip_invalid a scan with a
-    broken file is left out while every valid scan completes."""
+def test_bids_dataset_with_broken_scans_runs_the_whole_dag_on_the_valid_scans(tmp_path):
+    """Two things in one full run (one run keeps the suite fast): a BIDS dataset goes through the
+    whole DAG (`all`: preprocessing, QC, both training stages, inference, metrics, t-tests, figures,
+    runtimes), and with skip_invalid its two broken scans are reported and left out while every
+    valid scan completes the study."""
     demo = write_cohort(yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())["demo"], tmp_path / "demo",
                         tmp_path / "demo" / "samples.tsv")
     root = write_bids_tree(demo, tmp_path / "bids")
-    broken = demo[demo.tumour_mask == ""].iloc[-1]  # a set-A scan, so set B keeps its only scan
-    sub, ses = broken.patient, broken.scan[len(broken.patient):]
-    adc = root / f"sub-{sub}" / f"ses-{ses}" / "anat" / f"sub-{sub}_ses-{ses}_ADC.nii.gz"
-    adc.unlink()
-    nan_copy(broken.adc, adc)
-    broken_id = f"sub-{sub}_ses-{ses}"
+    set_a = demo[demo.tumour_mask == ""]  # set B keeps its only scan
+    followup = set_a[set_a.patient.duplicated()].iloc[0]  # its patient stays, with the other session
+    alone = set_a[~set_a.patient.duplicated(keep=False)].iloc[-1]  # its patient leaves the study
+
+    def bids_id(row):  # as write_bids_tree names it
+        return f"sub-{row.patient}_ses-{row.scan[len(row.patient):]}"
+
+    def anat_file(row, suffix):
+        return root / f"sub-{row.patient}" / f"ses-{row.scan[len(row.patient):]}" / "anat" / f"{bids_id(row)}_{suffix}"
+
+    missing_id, nan_id = bids_id(followup), bids_id(alone)
+    anat_file(followup, "T2w.nii.gz").unlink()
+    anat_file(alone, "ADC.nii.gz").unlink()
+    nan_copy(alone.adc, anat_file(alone, "ADC.nii.gz"))
     config = tmp_path / "bids.yaml"
     config.write_text(yaml.safe_dump({"input": {"source": "bids", "bids": bids_cfg(root), "skip_invalid": True}}))
     work = tmp_path / "work"
 
-    snakemake(work, "--cores", "2", "baselines", configs=[config])
+    snakemake(work, "--cores", "2", configs=[REPO / "config" / "tiny_fast.yaml", config])
 
     results = work / "results"
-    skipped = pd.read_csv(results / "qc" / "skipped_scans.tsv", sep="\t")
-    assert list(skipped.scan) == [broken_id] and "NaN" in skipped.problem[0]
+    skipped = pd.read_csv(results / "qc" / "skipped_scans.tsv", sep="\t").set_index("scan")
+    assert sorted(skipped.index) == sorted([missing_id, nan_id])
+    assert "t2 file does not exist" in skipped.problem[missing_id] and "NaN" in skipped.problem[nan_id]
+    valid = {bids_id(row) for row in demo.itertuples()} - {missing_id, nan_id}
     split = pd.read_csv(results / "split.tsv", sep="\t")
-    expected = {f"sub-{p}_ses-{s[len(p):]}" for p, s in zip(demo.patient, demo.scan)} - {broken_id}
-    assert set(split.scan) == expected
-    assert not (results / "preproc" / broken_id).exists()
-    metrics = pd.read_csv(results / "studies" / "baselines" / "metrics.tsv", sep="\t")
+    assert set(split.scan) == valid and {"train", "test_A", "B"} == set(split.set)
+    # no file or folder of the broken scans anywhere under results/
+    leftovers = [p for p in results.rglob("*") if missing_id in p.name or nan_id in p.name]
+    assert not leftovers, leftovers
+    assert set(pd.read_csv(results / "qc" / "preproc_qc.tsv", sep="\t").scan) == valid
+
     test_scans = set(split.scan[split.set != "train"])
-    for model in ("unet2d", "hrfcn3d"):  # config/tiny.yaml's baselines
-        assert set(metrics.scan[metrics.model == model]) == test_scans
-    assert np.isfinite(metrics.psnr_brain).all()
-    assert np.isfinite(metrics.psnr_tumour[metrics.set == "B"]).all()
-    ttests = pd.read_csv(results / "studies" / "baselines" / "ttests.tsv", sep="\t")
-    assert set(zip(ttests.model_a, ttests.model_b)) == {("unet2d", "hrfcn3d")}
+    for study in ("baselines", "ablation_inputs", "ablation_local_loss"):  # as pointed by tiny_fast.yaml
+        metrics = pd.read_csv(results / "studies" / study / "metrics.tsv", sep="\t")
+        for model in ("unet2d", "hrfcn3d"):
+            assert sorted(metrics.scan[metrics.model == model]) == sorted(test_scans), (study, model)
+        assert np.isfinite(metrics.psnr_brain).all() and metrics.ssim_brain.between(-1, 1).all()
+        assert np.isfinite(metrics.psnr_tumour[metrics.set == "B"]).all()
+        ttests = pd.read_csv(results / "studies" / study / "ttests.tsv", sep="\t")
+        assert set(zip(ttests.model_a, ttests.model_b)) == {("unet2d", "hrfcn3d")}
+        assert set(ttests.set) == {"test_A", "B"}
+    for scan in valid:  # the per-scan QC panels of the report, under the BIDS ids
+        assert (results / "qc" / "preproc" / f"{scan}_qc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runtimes = pd.read_csv(results / "studies" / "resources" / "runtimes.tsv", sep="\t")
+    assert set(runtimes.job[runtimes.rule == "skullstrip"]) == valid and (runtimes.s > 0).all()
+    assert str(root) in (results / "studies" / "provenance" / "provenance.html").read_text()  # the BIDS config

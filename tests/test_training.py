@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -78,6 +80,26 @@ def test_changed_configuration_does_not_resume_stale_checkpoint(stacks, tmp_path
     run(stacks, tmp_path, epochs=1, steps=2)
     run(stacks, tmp_path, epochs=1, steps=2, lr=1e-4)  # same checkpoint dir, other learning rate
     assert list((tmp_path / "ckpt").glob("stale-*.pt")), "the old checkpoint must be kept aside, not resumed"
+
+
+def kill_mid_write(path):
+    """A real process killed by SIGKILL (as in a node crash) halfway through an atomic write of ``path``."""
+    code = ("import os, signal, sys\nfrom cesynth.io import atomic_output\n"
+            "with atomic_output(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'half a file')\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    assert subprocess.run([sys.executable, "-c", code, str(path)]).returncode == -signal.SIGKILL
+
+
+def test_resume_removes_files_a_killed_save_left_half_written(stacks, tmp_path):
+    torch.set_num_threads(1)
+    run(stacks, tmp_path, epochs=1, steps=1)
+    kill_mid_write(tmp_path / "ckpt" / "last.pt")
+    kill_mid_write(tmp_path / "w.pt")
+    assert len(list(tmp_path.glob("**/.*.pt"))) == 2  # SIGKILL skipped atomic_output's own cleanup
+
+    run(stacks, tmp_path, epochs=1, steps=1)  # the same stage again, as Snakemake's rerun would
+    assert not list(tmp_path.glob("**/.*")), "partial files must not pile up over crashes"
+    assert torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)["epoch"] == 1  # the whole one is kept
 
 
 def test_resume_with_dataloader_workers_matches_uninterrupted_run_without(stacks, tmp_path):

@@ -16,9 +16,14 @@ from conftest import REPO, nan_copy
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
 
+def snakemake_command(workdir, *args, configs=()):
+    """Snakemake on ``workdir`` with config/tiny.yaml, then ``configs`` merged on top."""
+    return [*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(REPO / "config" / "tiny.yaml"),
+            *map(str, configs), *args]
+
+
 def snakemake(workdir, *args, check=True, configs=()):
-    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(REPO / "config" / "tiny.yaml"),
-           *map(str, configs), *args]
+    cmd = snakemake_command(workdir, *args, configs=configs)
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
