@@ -18,6 +18,8 @@ from test_workflow import snakemake, snakemake_command
 
 MODEL = "hrfcn3d"
 EPOCHS = 30  # its stage 1: long enough to be killed between two of its per-epoch checkpoints
+RESUME = {"models": {MODEL: {"stage1": {"epochs": EPOCHS}}},
+          "demo": {"patients": 3, "followups": 0}}  # the smallest split (train, test_A, B): less to wait for
 
 
 def wait_for(predicate, timeout, proc, log):
@@ -38,9 +40,9 @@ def finished_files(folder):
 
 def test_killed_run_resumes_from_its_checkpoint_without_redoing_finished_work(tmp_path):
     work, results = tmp_path / "work", tmp_path / "work" / "results"
-    longer = tmp_path / "longer.yaml"
-    longer.write_text(yaml.safe_dump({"models": {MODEL: {"stage1": {"epochs": EPOCHS}}}}))
-    configs = [REPO / "config" / "tiny_fast.yaml", longer]
+    resume = tmp_path / "resume.yaml"
+    resume.write_text(yaml.safe_dump(RESUME))
+    configs = [REPO / "config" / "tiny_fast.yaml", resume]
     target = f"results/models/{MODEL}/metrics.tsv"  # both stages, inference and metrics of one model
     stage1 = results / "models" / MODEL / "stage1"
     checkpoint = stage1 / "checkpoints" / "last.pt"
