@@ -6,10 +6,12 @@ Sections (docs/training.md explains the design):
   files with nibabel for every patch, against what one GPU step consumes (from FLOPs);
 - inference: one 192x256x192 volume with hrfcn3d at paper width: sliding windows vs one pass
   (and exact slabs), seconds and peak RSS; slow on a CPU, so measured on a few slices and
-  extrapolated linearly in the number of slices (labelled);
+  extrapolated linearly in the number of slices (labelled); every model in float32 and with
+  ``inference.cpu_bf16``;
 - dag: ``snakemake -n`` on a generated sample sheet of 1,000 scans (100 scans = baseline);
 - training: seconds per step and peak RSS of train_stage per model at the paper patch and batch,
-  eager vs channels_last vs torch.compile, on the CPU (and CUDA when present);
+  eager vs channels_last vs torch.compile, on the CPU (and CUDA when present); whether a bf16
+  autocast 3D-conv backward survives on this CPU (why training has no CPU bf16 option);
 - preprocessing: ``benchmarks/preprocessing.py``'s ``run()``, when that file exists.
 
 Anything whose memory is reported runs in a child process (``--child``) that reports its own peak
@@ -142,16 +144,20 @@ def render_markdown(rows, machine, args) -> str:
     return "\n".join(out)
 
 
-def run_child(function: str, threads: int = 2, timeout: float | None = None, **kwargs):
+def run_child(function: str, threads: int = 2, timeout: float | None = None, crash_ok=False, **kwargs):
     """(result, peak RSS in GB, seconds) of ``CHILDREN[function](**kwargs)`` in a fresh process;
-    (None, None, timeout) if it runs longer than ``timeout`` seconds."""
+    (None, None, timeout) if it runs longer than ``timeout`` seconds; ({"exit": code}, None, seconds)
+    if it fails and ``crash_ok``."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "CESYNTH_BENCH_THREADS": str(threads)}
     started = time.time()
     try:
         proc = subprocess.run([sys.executable, "-m", "cesynth.bench", "--child", function, json.dumps(kwargs)],
-                              stdout=subprocess.PIPE, text=True, env=env, cwd=REPO, timeout=timeout)
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL if crash_ok else None, text=True,
+                              env=env, cwd=REPO, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None, None, timeout
+    if proc.returncode and crash_ok:
+        return {"exit": proc.returncode}, None, time.time() - started
     if proc.returncode:
         raise RuntimeError(f"benchmark child {function} {kwargs} failed (exit {proc.returncode})")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -255,7 +261,8 @@ def bench_input(tmp: Path, quick: bool):
 
 # ----------------------------------------------------------------------------- b. inference
 
-def child_infer(mode: str, slices: int, batch_size: int = 1, architecture: str = "hrfcn3d", device: str = "cpu"):
+def child_infer(mode: str, slices: int, batch_size: int = 1, architecture: str = "hrfcn3d", device: str = "cpu",
+                cpu_bf16: bool = False):
     """Seconds of one paper-width prediction: ``mode`` window = sliding windows over ``slices``
     slices; onepass = the whole ``slices``-slice block in one forward."""
     import torch
@@ -269,7 +276,8 @@ def child_infer(mode: str, slices: int, batch_size: int = 1, architecture: str =
     volume = np.random.default_rng(0).random((len(INPUTS), slices, *PAPER_SHAPE_ZYX[1:]), dtype=np.float32)
     t = time.perf_counter()
     if mode == "window":  # with synthesize_scan's stride; bf16 autocast on CUDA as in config.yaml
-        sliding_window(model, volume, PATCH[0], PATCH[0] if model.slicewise else 1, batch_size, device, amp=True)
+        sliding_window(model, volume, PATCH[0], PATCH[0] if model.slicewise else 1, batch_size, device, amp=True,
+                       cpu_bf16=cpu_bf16)
     else:
         slab_inference(model, volume, 0, 0)
     result = {"seconds": time.perf_counter() - t}
@@ -295,16 +303,18 @@ def bench_inference(tmp: Path, quick: bool):
         return m1 + per_slice_gb * (slices - small)
 
     batch = 2 if quick else 8  # 8 = config.yaml's inference.batch_size
-    timings = {}
+    timings, bf16 = {}, {}
     for architecture in ARCHITECTURES:  # whole-volume sliding-window inference of every model
         stride = PATCH[0] if build_model(architecture, 1, 0.0625).slicewise else 1  # as synthesize_scan
-        result, peak, _ = run_child("child_infer", mode="window", slices=PATCH[0] + stride * (batch - 1),
-                                    batch_size=batch, architecture=architecture)
         windows = -(-(n_z - PATCH[0]) // stride) + 1
-        timings[architecture] = windows, result["seconds"] / batch, peak
+        for cpu_bf16, into in ((False, timings), (True, bf16)):
+            result, peak, _ = run_child("child_infer", mode="window", slices=PATCH[0] + stride * (batch - 1),
+                                        batch_size=batch, architecture=architecture, cpu_bf16=cpu_bf16)
+            into[architecture] = windows, result["seconds"] / batch, peak
     whole_s = np.prod(timings["hrfcn3d"][:2])
     rows = []
     for architecture, (windows, seconds, peak) in timings.items():
+        bf16_seconds, bf16_peak = bf16[architecture][1:]
         rows += [
             row("inference", f"{architecture}: sliding window, batch {batch}, {windows} windows",
                 windows * seconds / 60, "min", windows * seconds / whole_s,
@@ -313,6 +323,9 @@ def bench_inference(tmp: Path, quick: bool):
                 + (" (stride 3: slice-wise net)" if windows < n_z - PATCH[0] + 1 else "")),
             row("inference", f"{architecture}: sliding window, batch {batch}: peak RSS", peak, "GB", None, "",
                 "measured; target <= 8 GB"),
+            row("inference", f"{architecture}: sliding window, batch {batch}, CPU bf16 (inference.cpu_bf16)",
+                windows * bf16_seconds / 60, "min", bf16_seconds / seconds, f"{architecture} float32",
+                f"extrapolated as above; peak RSS {bf16_peak:.2f} GB"),
         ]
     rows += [
         row("inference", "hrfcn3d one pass (untiled), 192 slices", per_slice_s * n_z / 60, "min",
@@ -421,6 +434,19 @@ def child_train(stacks, architecture, width, steps, device, channels_last=False,
     return result
 
 
+def child_bf16_conv3d_backward():
+    """A bf16-autocast Conv3d forward and backward at a training-like size (crashes torch 2.13 on AMX CPUs)."""
+    import torch
+
+    _threads()
+    conv = torch.nn.Conv3d(32, 32, 3, padding=1)
+    x = torch.rand(3, 32, 3, 128, 96, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    y.float().sum().backward()
+    return {"exit": 0}
+
+
 def bench_training(tmp: Path, quick: bool):
     import torch
 
@@ -450,6 +476,12 @@ def bench_training(tmp: Path, quick: bool):
                             f"{architecture} eager",
                             f"median of {steps} step(s) after the first ({result['first']:.1f} s)"))
             rows.append(row("training", f"{case}: peak RSS", peak, "GB"))
+    probe, _, _ = run_child("child_bf16_conv3d_backward", crash_ok=True)
+    code = probe["exit"]
+    rows.append(row("training", "CPU bf16 autocast: Conv3d 32->32 backward, batch 3x32x3x128x96",
+                    "works" if code == 0 else f"crashes ({f'signal {-code}' if code < 0 else f'exit {code}'})", "",
+                    None, "",
+                    f"torch {torch.__version__}; training runs float32 on the CPU (amp is CUDA-only)"))
     if torch.cuda.is_available():
         for architecture in ARCHITECTURES:
             base = None
@@ -502,7 +534,8 @@ def bench_preprocessing(tmp: Path, quick: bool):
 BASELINE_REGISTRATION = "ants.registration Rigid"
 SECTIONS = {"input": bench_input, "inference": bench_inference, "dag": bench_dag, "training": bench_training,
             "preprocessing": bench_preprocessing}
-CHILDREN = {"child_infer": child_infer, "child_train": child_train}
+CHILDREN = {"child_infer": child_infer, "child_train": child_train,
+            "child_bf16_conv3d_backward": child_bf16_conv3d_backward}
 
 if __name__ == "__main__":
     main()

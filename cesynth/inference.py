@@ -15,20 +15,21 @@ gives exactly the whole-volume prediction (up to float rounding) with bounded me
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import numpy as np
 import torch
 
 from .io import Stack, save_nifti
 from .models import receptive_field
-from .training import load_weights, select_device
+from .training import bf16_autocast, load_weights, select_device
 
 
 @torch.no_grad()
 def sliding_window(model, volume: np.ndarray, window: int, stride: int = 1, batch_size: int = 4,
-                   device="cpu", amp=False) -> np.ndarray:
-    """Predict (Z, Y, X) from inputs (M, Z, Y, X) by averaging overlapping slice windows."""
+                   device="cpu", amp=False, cpu_bf16=False) -> np.ndarray:
+    """Predict (Z, Y, X) from inputs (M, Z, Y, X) by averaging overlapping slice windows.
+
+    ``amp``: bf16 autocast on CUDA; ``cpu_bf16``: on the CPU (fast only on CPUs with AMX or AVX512-BF16).
+    """
     device = torch.device(device)
     n_z = volume.shape[1]
     window = min(window, n_z)
@@ -37,7 +38,7 @@ def sliding_window(model, volume: np.ndarray, window: int, stride: int = 1, batc
         starts.append(n_z - window)
     total = np.zeros(volume.shape[1:], dtype=np.float64)
     counts = np.zeros(n_z, dtype=np.float64)
-    autocast = _autocast(device, amp)
+    autocast = bf16_autocast(device, amp, cpu_bf16)
     for i in range(0, len(starts), batch_size):
         batch_starts = starts[i:i + batch_size]
         x = torch.from_numpy(np.stack([volume[:, z:z + window] for z in batch_starts])).to(device)
@@ -50,7 +51,8 @@ def sliding_window(model, volume: np.ndarray, window: int, stride: int = 1, batc
 
 
 @torch.no_grad()
-def slab_inference(model, volume: np.ndarray, slab: int, halo: int, device="cpu", amp=False) -> np.ndarray:
+def slab_inference(model, volume: np.ndarray, slab: int, halo: int, device="cpu", amp=False,
+                   cpu_bf16=False) -> np.ndarray:
     """Predict (Z, Y, X) from inputs (M, Z, Y, X) in slabs of ``slab`` slices with ``halo`` slices of context.
 
     Equals ``model(volume)`` when ``halo >= slice_halo(model)``: no slice outside the context can
@@ -64,7 +66,7 @@ def slab_inference(model, volume: np.ndarray, slab: int, halo: int, device="cpu"
         z1 = min(z0 + slab, n_z)
         a, b = max(z0 - halo, 0), min(z1 + halo, n_z)
         x = torch.from_numpy(np.ascontiguousarray(volume[None, :, a:b])).to(device)
-        with _autocast(device, amp):
+        with bf16_autocast(device, amp, cpu_bf16):
             out[z0:z1] = model(x)[0, 0, z0 - a:z1 - a].double().cpu().numpy()
     return out
 
@@ -79,12 +81,8 @@ def slice_halo(model) -> int:
         depth = 2 * depth + 1
 
 
-def _autocast(device, amp):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
-
-
 def synthesize_scan(model, payload, stack_path, out_path, stride=1, batch_size=4, device="cpu", amp=False,
-                    tiling="window", slab=0, halo=None):
+                    tiling="window", slab=0, halo=None, cpu_bf16=False):
     """Write the synthetic CE-T1 of one preprocessed scan as NIfTI in model space.
 
     Background (outside the brain mask) is 0 and values are clipped to [0, 1], like the targets.
@@ -96,9 +94,11 @@ def synthesize_scan(model, payload, stack_path, out_path, stride=1, batch_size=4
     if tiling == "window":
         window = payload["patch"][0]
         # A slice-wise (2D) net predicts a slice identically in every window: overlap would only repeat work.
-        pred = sliding_window(model, inputs, window, window if model.slicewise else stride, batch_size, device, amp)
+        pred = sliding_window(model, inputs, window, window if model.slicewise else stride, batch_size, device, amp,
+                              cpu_bf16)
     elif tiling == "slab":
-        pred = slab_inference(model, inputs, slab, slice_halo(model) if halo is None else halo, device, amp)
+        pred = slab_inference(model, inputs, slab, slice_halo(model) if halo is None else halo, device, amp,
+                              cpu_bf16)
     else:
         raise ValueError(f"inference tiling must be 'window' or 'slab', got {tiling!r}")
     pred = np.clip(pred, 0, 1) * (stack["brain_mask"] > 0)
@@ -109,9 +109,10 @@ def synthesize_scan(model, payload, stack_path, out_path, stride=1, batch_size=4
 
 
 def synthesize_all(weights, stack_paths, out_paths, stride=1, batch_size=4, device="auto", amp=True,
-                   tiling="window", slab=0):
+                   tiling="window", slab=0, cpu_bf16=False):
     device = select_device(device)
     model, payload = load_weights(weights, device)
     halo = slice_halo(model) if tiling == "slab" else None
     for stack_path, out_path in zip(stack_paths, out_paths):
-        synthesize_scan(model, payload, stack_path, out_path, stride, batch_size, device, amp, tiling, slab, halo)
+        synthesize_scan(model, payload, stack_path, out_path, stride, batch_size, device, amp, tiling, slab, halo,
+                        cpu_bf16)

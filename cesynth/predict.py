@@ -65,7 +65,8 @@ def to_native(volume_xyz: np.ndarray, model_affine: np.ndarray, native_path) -> 
 
 
 def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack_path, t1_path, inputs: dict,
-                 settings: dict, out: dict, stride=1, batch_size=4, device="auto", amp=True) -> dict:
+                 settings: dict, out: dict, stride=1, batch_size=4, device="auto", amp=True,
+                 cpu_bf16=False) -> dict:
     """Synthesize one patient's CE-T1 and write ``out``: synth (native T1 grid), synth_model, sidecar, panel.
 
     ``settings`` (the configuration sections that shaped the result) goes into the sidecar verbatim.
@@ -75,7 +76,8 @@ def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack
     if payload["model_spec"] != model_spec:
         raise ValueError(f"{weights}: weights are of model {payload['model_spec']}, but predict.model "
                          f"{model_name!r} is configured as {model_spec}")
-    pred = synthesize_scan(model, payload, stack_path, out["synth_model"], stride, batch_size, device, amp)
+    pred = synthesize_scan(model, payload, stack_path, out["synth_model"], stride, batch_size, device, amp,
+                           cpu_bf16=cpu_bf16)
     stack = Stack(stack_path)
     native, native_affine = to_native(stack.to_xyz(pred), stack.affine, t1_path)
     description = f"SYNTHETIC CE-T1 (cesynth {model_name}), not acquired"

@@ -52,6 +52,13 @@ def select_device(requested="auto") -> torch.device:
     return torch.device(requested)
 
 
+def bf16_autocast(device: torch.device, cuda=True, cpu=False):
+    """bf16 autocast on CUDA (where the GPU supports bf16) and, if asked, on the CPU; else no-op."""
+    if device.type == "cuda" and cuda and torch.cuda.is_bf16_supported() or device.type == "cpu" and cpu:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def new_model(model_spec: dict) -> torch.nn.Module:
     return build_model(model_spec["architecture"], len(model_spec["inputs"]), model_spec.get("width", 1.0))
 
@@ -95,8 +102,8 @@ def train_stage(*, train_stacks, val_stacks, model_spec: dict, stage: dict, trai
     sampler = PatchSampler(train_stacks, model_spec["inputs"], training["target"], training["patch"])
     validation = PatchSampler(val_stacks, model_spec["inputs"], training["target"], training["patch"]) \
         if val_stacks else None
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) \
-        if device.type == "cuda" and training.get("amp", True) and torch.cuda.is_bf16_supported() else nullcontext()
+    # No CPU autocast in training: on torch 2.13 a 3D conv's bf16 backward corrupts the heap (BENCHMARKS.md).
+    autocast = bf16_autocast(device, cuda=training.get("amp", True))
     if device.type == "cuda":
         # Fixed patch shapes: autotuning pays off after the first step (it makes CUDA runs non-bitwise).
         torch.backends.cudnn.benchmark = bool(training.get("cudnn_benchmark", True))
