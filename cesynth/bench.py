@@ -438,10 +438,12 @@ def child_bf16_conv3d_backward():
     """A bf16-autocast Conv3d forward and backward at a training-like size (crashes torch 2.13 on AMX CPUs)."""
     import torch
 
+    from .training import bf16_autocast
+
     _threads()
     conv = torch.nn.Conv3d(32, 32, 3, padding=1)
     x = torch.rand(3, 32, 3, 128, 96, requires_grad=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with bf16_autocast(torch.device("cpu"), cpu=True):
         y = conv(x)
     y.float().sum().backward()
     return {"exit": 0}
@@ -478,8 +480,8 @@ def bench_training(tmp: Path, quick: bool):
             rows.append(row("training", f"{case}: peak RSS", peak, "GB"))
     probe, _, _ = run_child("child_bf16_conv3d_backward", crash_ok=True)
     code = probe["exit"]
-    rows.append(row("training", "CPU bf16 autocast: Conv3d 32->32 backward, batch 3x32x3x128x96",
-                    "works" if code == 0 else f"crashes ({f'signal {-code}' if code < 0 else f'exit {code}'})", "",
+    outcome = "works" if code == 0 else f"crashes (signal {-code})" if code < 0 else f"crashes (exit {code})"
+    rows.append(row("training", "CPU bf16 autocast: Conv3d 32->32 backward, batch 3x32x3x128x96", outcome, "",
                     None, "",
                     f"torch {torch.__version__}; training runs float32 on the CPU (amp is CUDA-only)"))
     if torch.cuda.is_available():

@@ -7,6 +7,7 @@ from cesynth.inference import slab_inference, slice_halo, sliding_window, synthe
 from cesynth.io import Stack
 from cesynth.models import build_model
 from cesynth.training import load_weights, save_weights, train_stage
+from test_training import SPEC, settings
 
 
 class SliceMean(torch.nn.Module):
@@ -92,21 +93,18 @@ def test_synthesize_scan_slab_tiling_matches_one_pass(stacks, tmp_path):
 
 
 def test_cpu_bf16_inference_of_a_trained_model_stays_close_to_float32(stacks, tmp_path):
-    spec = {"architecture": "hrfcn3d", "inputs": ["t1", "t2", "adc"], "width": 0.0625}
-    training = {"seed": 0, "batch_size": 2, "patch": [3, 32, 32], "steps_per_epoch": 30, "ssim": "ssim",
-                "local_norm": "mask", "target": "ce_t1", "progress": False}
-    train_stage(train_stacks=stacks[:3], val_stacks=[], model_spec=spec,
-                stage={"lambdas": [1.0, 1.0, 1.0], "lr": 3e-3, "epochs": 1}, training=training,
-                weights_out=tmp_path / "w.pt", history_out=tmp_path / "h.tsv", checkpoint_dir=tmp_path / "ckpt",
-                device="cpu", log=lambda *_: None)
+    s = settings(epochs=1, steps=30)
+    train_stage(train_stacks=stacks[:3], val_stacks=[], model_spec={**SPEC, "architecture": "hrfcn3d"},
+                stage=s["stage1"], training=s, weights_out=tmp_path / "w.pt", history_out=tmp_path / "h.tsv",
+                checkpoint_dir=tmp_path / "ckpt", device="cpu", log=lambda *_: None)
     model, payload = load_weights(tmp_path / "w.pt")
     float32 = synthesize_scan(model, payload, stacks[3], tmp_path / "fp32.nii.gz")
     bf16 = synthesize_scan(model, payload, stacks[3], tmp_path / "bf16.nii.gz", cpu_bf16=True)
-    brain = np.asarray(Stack(stacks[3])["brain_mask"]) > 0
+    stack = Stack(stacks[3])
+    brain = np.asarray(stack["brain_mask"]) > 0
+    target = np.asarray(stack["ce_t1"])[brain]
     error = np.abs(bf16 - float32)[brain]
     assert error.max() > 0  # bf16 was used
-    # bf16 keeps 8 bits of mantissa: well under the 1/256 grey level of an 8-bit display on average
-    target = np.asarray(Stack(stacks[3])["ce_t1"])[brain]
     # bf16 keeps 8 mantissa bits: about 1/256 of the [0, 1] range per voxel, and the same error against the target
     assert error.mean() < 0.01 and error.max() < 0.05
     assert np.abs(bf16[brain] - target).mean() == pytest.approx(np.abs(float32[brain] - target).mean(), abs=0.01)
