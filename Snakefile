@@ -24,7 +24,11 @@ include: "rules/predict.smk"
 include: "rules/qc.smk"
 
 
-report: "report/workflow.rst"
+# The front page: once the studies have run, the description followed by their headline numbers (rule overview).
+_overview = os.path.abspath(S.path("overview"))
+
+
+report: _overview if os.path.exists(_overview) else "report/workflow.rst"
 
 
 rule all:
@@ -33,5 +37,6 @@ rule all:
         [study_file(study, "summary.html") for study in STUDIES],
         "results/qc/preproc_qc.html",
         expand("results/qc/preproc/{scan}_qc.png", scan=SAMPLES.scan),
+        rules.overview.output,
         rules.runtimes.output,
         rules.provenance.output,

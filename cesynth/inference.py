@@ -116,3 +116,14 @@ def synthesize_all(weights, stack_paths, out_paths, stride=1, batch_size=4, devi
     for stack_path, out_path in zip(stack_paths, out_paths):
         synthesize_scan(model, payload, stack_path, out_path, stride, batch_size, device, amp, tiling, slab, halo,
                         cpu_bf16)
+
+
+def write_identity(stack_paths, out_paths, channel="t1"):
+    """The no-model baseline: each scan's preprocessed ``channel`` (brain-masked, equalized) as its synthesis.
+
+    Scored like a model, it shows what a network adds over handing the radiologist the T1 itself.
+    """
+    for stack_path, out_path in zip(stack_paths, out_paths):
+        stack = Stack(stack_path)
+        save_nifti(stack.to_xyz(np.asarray(stack[channel]) * (stack["brain_mask"] > 0)), stack.affine, out_path,
+                   description=f"no-model baseline: the preprocessed {channel}")

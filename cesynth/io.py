@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import html
 import json
 import os
 import tempfile
@@ -73,6 +74,20 @@ def save_nifti(array, affine, path, dtype=np.float32, description: str | None = 
         img.header["descrip"] = description[:79].encode()
     with atomic_output(path) as tmp:
         nib.save(img, str(tmp))
+
+
+_PAGE_STYLE = ("body{font-family:sans-serif;max-width:100%} .table{overflow-x:auto;max-width:100%} "
+               "table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #bbb;padding:3px 6px;"
+               "text-align:right;white-space:nowrap}")
+
+
+def write_html_page(path, title: str, body_html: str, intro: str = ""):
+    """A standalone HTML page (report item) with an escaped title; wide tables scroll inside their box."""
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_PAGE_STYLE}</style></head><body><h3>{html.escape(title)}</h3>"
+            f"{f'<p>{html.escape(intro)}</p>' if intro else ''}<div class='table'>{body_html}</div></body></html>\n")
+    with atomic_output(path) as tmp:
+        tmp.write_text(page)
 
 
 def write_json(obj, path):

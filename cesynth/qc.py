@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import html
 
 import matplotlib
 
@@ -23,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from cesynth.io import atomic_output, read_json  # noqa: E402
+from cesynth.io import atomic_output, read_json, write_html_page  # noqa: E402
 
 VIEWS = ("sagittal", "coronal", "axial")
 
@@ -143,7 +142,4 @@ def write_html(table: pd.DataFrame, path, title="Preprocessing QC"):
 
     body = table.style.apply(row_style, axis=1).format(precision=3).hide(axis="index").to_html()
     flagged = int((table["flags"] != "").sum())
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
-            f"<h1>{html.escape(title)}</h1><p>{len(table)} scans, {flagged} flagged.</p>{body}</body></html>\n")
-    with atomic_output(path) as tmp:
-        tmp.write_text(page)
+    write_html_page(path, title, body, intro=f"{len(table)} scans, {flagged} flagged.")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import html
 import platform
+from pathlib import Path
 from importlib import metadata
 
 import pandas as pd
 import yaml
 
 from . import plots
-from .io import atomic_output, write_table
+from .io import atomic_output, write_html_page, write_table
 from .stats import paired_tests, summarize
 
 METRICS = ["mae_brain", "psnr_brain", "ssim_brain", "mae_tumour", "psnr_tumour", "ssim_tumour",
@@ -33,7 +34,13 @@ def summary_table(metrics: pd.DataFrame, models) -> pd.DataFrame:
     return pd.concat(parts, axis=1)
 
 
-def write_study(*, models, metric_paths, histories, synth_paths, stack_paths, scans, modalities, reference, outputs):
+def write_study(*, models, metric_paths, predictions: dict, histories: dict, stack_paths, scans, modalities,
+                reference, outputs):
+    """Tables and figures of one study.
+
+    ``predictions`` maps each model (the no-model ``identity`` baseline included) to its synthetic
+    CE-T1 per scan of ``scans``; ``histories`` maps each trained model to its [stage-1, stage-2] TSVs.
+    """
     metrics = pd.concat([pd.read_csv(p, sep="\t") for p in metric_paths], ignore_index=True)
     write_table(metrics, outputs.metrics)
 
@@ -41,26 +48,25 @@ def write_study(*, models, metric_paths, histories, synth_paths, stack_paths, sc
     flat = summary.copy()
     flat.columns = [" ".join(c) for c in flat.columns]
     write_table(flat.reset_index(), outputs.summary_tsv)
-    _write_html(summary, outputs.summary, "Mean ± sd per model (paper Tables I and II)")
+    write_html_page(outputs.summary, "Mean ± sd per model (paper Tables I and II)", summary.to_html(na_rep=""))
 
     ttests = pd.concat([paired_tests(metrics[metrics.set == s], [m for m in METRICS if m in metrics])
                         .assign(set=s) for s in ("test_A", "B") if (metrics.set == s).any()], ignore_index=True)
     ttests = ttests.dropna(subset=["mean_a", "mean_b"])
     write_table(ttests, outputs.ttests_tsv)
-    _write_html(ttests.round(4).set_index(["set", "metric", "model_a", "model_b"]), outputs.ttests,
-                "Paired t-tests between models on the same scans (scipy.stats.ttest_rel), "
-                "p uncorrected and Holm-corrected over all rows of a set")
+    write_html_page(outputs.ttests, "Paired t-tests between models on the same scans",
+                    ttests.round(4).set_index(["set", "metric", "model_a", "model_b"]).to_html(na_rep=""),
+                    intro="scipy.stats.ttest_rel; p uncorrected and Holm-corrected over all rows of a set")
 
-    n = len(scans)
-    predictions = {m: synth_paths[i * n:(i + 1) * n] for i, m in enumerate(models)}
+    trained = [m for m in models if m in histories]
     shown = _panel_scans(metrics, scans)
+    best = _best(metrics, trained)
     plots.qualitative_panel([scans[i] for i in shown], [stack_paths[i] for i in shown],
-                            {m: [p[i] for i in shown] for m, p in predictions.items()}, modalities,
-                            outputs.qualitative, best_model=_best(metrics, models), reference=reference)
+                            {m: [predictions[m][i] for i in shown] for m in trained}, modalities,
+                            outputs.qualitative, best_model=best, reference=reference)
     plots.metric_distributions(metrics, outputs.distributions, order=models)
-    plots.training_curves({m: histories[2 * i:2 * i + 2] for i, m in enumerate(models)}, outputs.curves)
+    plots.training_curves({m: histories[m] for m in trained}, outputs.curves)
     plots.psnr_bars(metrics, outputs.bars, order=models)
-    best = _best(metrics, models)
     i = shown[0]
     plots.slice_series(stack_paths[i], predictions[best][i], scans[i], best, outputs.slices, reference=reference)
 
@@ -77,13 +83,39 @@ def _panel_scans(metrics, scans, n=4):
     return sorted(order[:n])
 
 
-def _write_html(table: pd.DataFrame, path, title):
-    html = (f"<html><head><meta charset='utf-8'><title>{title}</title>"
-            "<style>body{font-family:sans-serif} table{border-collapse:collapse} "
-            "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}</style></head>"
-            f"<body><h3>{title}</h3>{table.to_html(na_rep='')}</body></html>")
-    with atomic_output(path) as tmp:
-        tmp.write_text(html)
+def headline(study: str, metrics: pd.DataFrame, ttests: pd.DataFrame, baseline: str) -> str:
+    """One RST bullet: the study's best model on test set A (brain PSNR) against the no-model baseline."""
+    a = metrics[metrics.set == "test_A"]
+    means = a.groupby("model").psnr_brain.mean().drop(baseline, errors="ignore")
+    if a.empty or means.isna().all():
+        return f"- **{study}**: no test set A scans."
+    best = means.idxmax()
+    mean_sd = a.groupby("model")[["psnr_brain", "ssim_brain"]].agg(["mean", "std"])
+    pair = {baseline, best}
+    test = ttests[(ttests.set == "test_A") & (ttests.metric == "psnr_brain")
+                  & ttests.model_a.isin(pair) & ttests.model_b.isin(pair)]
+    p = f", paired t-test Holm-corrected p = {test.p_holm.iloc[0]:.2g}" if len(test) else ""
+
+    def describe(model):
+        row = mean_sd.loc[model]
+        return (f"{row[('psnr_brain', 'mean')]:.2f} ± {row[('psnr_brain', 'std')]:.2f} dB brain PSNR, SSIM "
+                f"{row[('ssim_brain', 'mean')]:.3f}")
+
+    gain = means[best] - a[a.model == baseline].psnr_brain.mean()
+    return (f"- **{study}**: best model **{best}** {describe(best)} on test set A (n = {a.scan.nunique()} scans) "
+            f"against {describe(baseline)} for ``{baseline}`` (the T1 itself): {gain:+.2f} dB{p}.")
+
+
+def write_overview(template_path, studies: dict, out_path, baseline: str):
+    """The report's front page: the workflow description followed by each study's headline numbers.
+
+    ``studies`` maps a study name to its (metrics.tsv, ttests.tsv).
+    """
+    lines = [headline(name, pd.read_csv(m, sep="\t"), pd.read_csv(t, sep="\t"), baseline)
+             for name, (m, t) in studies.items()]
+    text = Path(template_path).read_text().rstrip() + "\n\nHeadline results\n----------------\n\n" + "\n".join(lines)
+    with atomic_output(out_path) as tmp:
+        tmp.write_text(text + "\n")
 
 
 def runtime_table(benchmark_paths) -> pd.DataFrame:
@@ -105,8 +137,6 @@ def write_provenance(config: dict, path, packages=("snakemake", "torch", "antspy
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in versions.items())
-    page = (f"<html><head><meta charset='utf-8'><title>Provenance</title></head><body><h3>Software</h3>"
-            f"<table>{rows}</table><h3>Configuration</h3><pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}"
-            "</pre></body></html>")
-    with atomic_output(path) as tmp:
-        tmp.write_text(page)
+    write_html_page(path, "Provenance: software and configuration",
+                    f"<table>{rows}</table><h3>Configuration</h3>"
+                    f"<pre style='text-align:left'>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>")

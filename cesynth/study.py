@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 
 TRAINING_KEYS_PER_MODEL = ("architecture", "inputs", "stage1_from")
+# The no-model baseline of every study: the preprocessed T1 itself as the synthetic CE-T1.
+IDENTITY = "identity"
 
 RESULTS = "results"
 PATHS = {
@@ -29,6 +31,7 @@ PATHS = {
     "synth": "{r}/models/{model}/synth/{scan}_desc-synth_{ref}.nii.gz",
     "metrics": "{r}/models/{model}/metrics.tsv",
     "study": "{r}/studies/{study}/{name}",
+    "overview": "{r}/studies/overview.rst",
     # prediction for new patients (no CE-T1): everything under results/predict/<scan>/
     "predict_validated": "{r}/predict/{pscan}/qc/{pscan}_inputs_validated.tsv",
     "predict_coregistered": "{r}/predict/{pscan}/preproc/{pscan}_space-T1_{pmod}.nii.gz",
@@ -78,6 +81,11 @@ def model_spec(config: dict, model: str) -> dict:
     return {"architecture": entry["architecture"], "inputs": list(entry["inputs"]), "width": width}
 
 
+def study_models(config: dict, study: str) -> list[str]:
+    """The models a study compares: the no-model baseline first, then the configured ones."""
+    return [IDENTITY, *config["studies"][study]]
+
+
 def stage1_owner(config: dict, model: str) -> str:
     """The model whose stage-1 weights ``model`` fine-tunes in stage 2 (itself unless shared)."""
     return config["models"][model].get("stage1_from", model)
@@ -87,6 +95,10 @@ def check_config(config: dict) -> list[str]:
     """Cross-field problems that a JSON schema cannot express."""
     problems = []
     modalities = set(config["modalities"])
+    if IDENTITY in config["models"]:
+        problems.append(f"model name {IDENTITY!r} is reserved for the no-model baseline (the T1 as prediction)")
+    if "t1" not in modalities:
+        problems.append(f"modalities {sorted(modalities)} must include t1 (local loss and the {IDENTITY} baseline)")
     for name, entry in config["models"].items():
         unknown = [m for m in entry["inputs"] if m not in modalities]
         if unknown:

@@ -37,7 +37,7 @@ TEST = list(SPLIT.scan[SPLIT.set != "train"])
 wildcard_constraints:
     scan="|".join(map(re.escape, SAMPLES.scan)),
     mod="|".join(MOVING),
-    model="|".join(map(re.escape, config["models"])),
+    model="|".join(map(re.escape, [*config["models"], S.IDENTITY])),
     stage="1|2",
     study="|".join(STUDIES),
 
@@ -60,6 +60,11 @@ def stacks(scans):
 
 def study_file(study, name):
     return S.path("study", study=study, name=name)
+
+
+def stage_owners(model):
+    """(model, stage) of the two training histories behind ``model`` (stage 1 may be another model's)."""
+    return [(S.stage1_owner(config, model), 1), (model, 2)]
 
 
 def stage1_weights(w):

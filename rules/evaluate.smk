@@ -1,6 +1,23 @@
 # Metrics per model (paper section IV-A), then one target rule per study: tables, t-tests, figures.
 
 
+rule identity:
+    """No-model baseline: the preprocessed T1 of every test scan, scored as if it were a synthesis."""
+    input:
+        stacks=stacks(TEST),
+    output:
+        [S.path("synth", model=S.IDENTITY, scan=s, ref=REF) for s in TEST],
+    conda:
+        "../envs/evaluate.yaml"
+    log:
+        log("identity", "all"),
+    script:
+        "../workflow_scripts/identity.py"
+
+
+ruleorder: identity > infer
+
+
 rule metrics:
     """MAE, PSNR, SSIM in the brain (test A and B) and in the expert tumour mask (B), per scan."""
     input:
@@ -21,18 +38,17 @@ rule metrics:
         "../workflow_scripts/metrics.py"
 
 
-for _study, _models in config["studies"].items():
+for _study in STUDIES:
+    _models = S.study_models(config, _study)
+    _trained = config["studies"][_study]
 
     rule:
         name:
             _study
         input:
             metrics=[S.path("metrics", model=m) for m in _models],
-            synth=[[S.path("synth", model=m, scan=s, ref=REF) for s in TEST] for m in _models],
-            histories=[
-                [S.path("history", model=S.stage1_owner(config, m), stage=1), S.path("history", model=m, stage=2)]
-                for m in _models
-            ],
+            synth=[S.path("synth", model=m, scan=s, ref=REF) for m in _models for s in TEST],
+            histories=[S.path("history", model=h, stage=n) for m in _trained for h, n in stage_owners(m)],
             stacks=stacks(TEST),
         output:
             metrics=study_file(_study, "metrics.tsv"),
@@ -84,6 +100,8 @@ for _study, _models in config["studies"].items():
                 "qualitative", "metric_distributions", "training_curves", "psnr_bars", "slices")],
         params:
             models=_models,
+            predictions={m: [S.path("synth", model=m, scan=s, ref=REF) for s in TEST] for m in _models},
+            histories={m: [S.path("history", model=h, stage=n) for h, n in stage_owners(m)] for m in _trained},
             scans=TEST,
             modalities=MODALITIES,
             reference=REF,
@@ -93,6 +111,25 @@ for _study, _models in config["studies"].items():
             log("study", _study),
         script:
             "../workflow_scripts/study.py"
+
+
+rule overview:
+    """The report's front page: the workflow description and each study's best model against identity."""
+    input:
+        template=workflow.source_path("../report/workflow.rst"),
+        metrics=[study_file(s, "metrics.tsv") for s in STUDIES],
+        ttests=[study_file(s, "ttests.tsv") for s in STUDIES],
+    output:
+        S.path("overview"),
+    params:
+        studies={s: (study_file(s, "metrics.tsv"), study_file(s, "ttests.tsv")) for s in STUDIES},
+        baseline=S.IDENTITY,
+    conda:
+        "../envs/evaluate.yaml"
+    log:
+        log("overview", "all"),
+    script:
+        "../workflow_scripts/overview.py"
 
 
 rule runtimes:

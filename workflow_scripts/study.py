@@ -3,6 +3,6 @@ from cesynth.report import write_study
 
 p = snakemake.params
 with redirect_output(snakemake.log[0]):
-    write_study(models=p.models, metric_paths=snakemake.input.metrics, histories=snakemake.input.histories,
-                synth_paths=snakemake.input.synth, stack_paths=snakemake.input.stacks, scans=p.scans,
-                modalities=p.modalities, reference=p.reference, outputs=snakemake.output)
+    write_study(models=p.models, metric_paths=snakemake.input.metrics, predictions=p.predictions,
+                histories=p.histories, stack_paths=snakemake.input.stacks, scans=p.scans, modalities=p.modalities,
+                reference=p.reference, outputs=snakemake.output)
