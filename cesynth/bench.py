@@ -438,7 +438,7 @@ def child_bf16_conv3d_backward():
     """A bf16-autocast Conv3d forward and backward at a training-like size (crashes torch 2.13 on AMX CPUs)."""
     import torch
 
-    from .training import bf16_autocast
+    from .device import bf16_autocast
 
     _threads()
     conv = torch.nn.Conv3d(32, 32, 3, padding=1)

@@ -20,7 +20,8 @@ import torch
 
 from .io import Stack, save_nifti
 from .models import receptive_field
-from .training import bf16_autocast, load_weights, select_device
+from .device import bf16_autocast, select_device
+from .weights import load_weights
 
 
 @torch.no_grad()
