@@ -112,7 +112,7 @@ class StageTrainer:
         self.input_format = memory_format if memory_format == torch.channels_last_3d else torch.contiguous_format
         self.optimizer = torch.optim.Adam(model.parameters(), lr=float(self.stage["lr"]))
         self.loss_fn = SynthesisLoss(tuple(self.stage["lambdas"]), ssim=training["ssim"],
-                                     local_norm=training["local_norm"])
+                                     local_norm=training["local_norm"], pixel=training.get("pixel_loss", "mae"))
         self.sampler = PatchSampler(train_stacks, spec["inputs"], training["target"], training["patch"])
         self.validation = PatchSampler(val_stacks, spec["inputs"], training["target"], training["patch"]) \
             if val_stacks else None
