@@ -101,15 +101,7 @@ def register_to_reference(
     Returns ``mutual_information_before``/``_after`` (higher = better aligned; the
     before value uses the scanner (header) alignment), ``seconds``, ``transform``.
     """
-    if int(seed) < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if transform not in _TRANSFORMS:
-        raise ValueError(f"transform must be one of {sorted(_TRANSFORMS)}, got {transform!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"registration backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "ants-cli" and shutil.which("antsRegistration") is None:
-        raise RuntimeError(f"{moving_path}: registration.backend 'ants-cli' needs antsRegistration (ANTs) on the "
-                           "PATH; it is not there (backend 'antspyx' needs nothing installed)")
+    _check_settings(moving_path, transform, seed, backend)
     t0 = time.perf_counter()
     _set_threads(threads)
     fixed = _read_float(reference_path)
@@ -136,6 +128,18 @@ def register_to_reference(
         ants.image_write(warped, str(tmp))
     result["seconds"] = time.perf_counter() - t0
     return result
+
+
+def _check_settings(moving_path, transform, seed, backend):
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if transform not in _TRANSFORMS:
+        raise ValueError(f"transform must be one of {sorted(_TRANSFORMS)}, got {transform!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"registration backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "ants-cli" and shutil.which("antsRegistration") is None:
+        raise RuntimeError(f"{moving_path}: registration.backend 'ants-cli' needs antsRegistration (ANTs) on the "
+                           "PATH; it is not there (backend 'antspyx' needs nothing installed)")
 
 
 def _run_antspyx(fixed, moving, stages, seed, sampling, prefix):
