@@ -35,8 +35,8 @@ rule all:
     default_target: True
     input:
         [study_file(study, "summary.html") for study in STUDIES],
-        "results/qc/preproc_qc.html",
-        expand("results/qc/preproc/{scan}_qc.png", scan=SAMPLES.scan),
+        rules.qc_cohort.output.html,
+        expand(S.path("qc_panel"), scan=SAMPLES.scan),
         rules.overview.output,
         rules.runtimes.output,
         rules.provenance.output,

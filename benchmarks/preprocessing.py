@@ -8,7 +8,7 @@ mean displacement (mm, over brain voxels) after recovering a known 10 deg / 8 mm
 T2-like copy of the demo reference (the demo inputs are misaligned by design, by amounts the
 benchmark does not know, as are the TCGA inputs: for those MI before/after is reported).
 
-    python benchmarks/preprocessing.py [repeats]
+    python -m benchmarks.preprocessing [repeats]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from cesynth.preprocessing import preprocess_scan  # noqa: E402
 from cesynth.registration import mutual_information, register_to_reference  # noqa: E402
 from cesynth.skullstrip import brain_mask  # noqa: E402
 
-TCGA = Path("/work/shared/data/tcga-fg-6692")
+TCGA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tcga-fg-6692"  # the sibling shared/ folder
 PAPER_SHAPE = (192, 256, 192)
 METHODS = {
     "cesynth": {},

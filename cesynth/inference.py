@@ -1,9 +1,12 @@
 """Whole-volume synthesis, tiled along the slice axis.
 
-``tiling="window"`` (default, like the reference code): the models are trained on blocks of
-``window`` consecutive axial slices; at inference every block position (stride ``stride``) is
-predicted and overlapping predictions are averaged, so each slice is synthesised from the same
-kind of context the model saw in training (MONAI-style aggregation). Windows are batched
+``tiling="window"`` (default): the models are trained on blocks of ``window`` consecutive axial
+slices; at inference every block position (stride ``stride``) is predicted and overlapping
+predictions are averaged, so each slice is synthesised from the same kind of context the model
+saw in training. ``stride=1`` (default) averages every overlapping window (MONAI-style
+aggregation); ``stride=window`` (``inference.stride: 3``) predicts non-overlapping windows
+without blending, as the reference code does (the last window is moved back to end at the last
+slice when the slice count is not a multiple of ``window``). Windows are batched
 (``batch_size``) and only one batch lives on the device at a time, so memory does not grow with
 the number of slices.
 
@@ -20,7 +23,8 @@ import torch
 
 from .io import Stack, save_nifti
 from .models import receptive_field
-from .training import bf16_autocast, load_weights, select_device
+from .device import bf16_autocast, select_device
+from .weights import load_weights
 
 
 @torch.no_grad()

@@ -121,34 +121,41 @@ class SynthesisLoss(torch.nn.Module):
 
     ``ssim="ssim"`` uses single-scale SSIM (paper text); ``"ms-ssim"`` uses the
     TF multi-scale SSIM of the reference code. The local term is
-    ``sum |pred - target| * M`` divided by the number of mask voxels
-    (``local_norm="mask"``, clamped to >= 1, the paper's reading) or by all
-    voxels (``"all"``, the reference code).
+    ``sum |pred - target| * M`` divided by all voxels (``local_norm="all"``, as the
+    MAE term: the paper writes both as plain L1 norms and the reference code divides
+    both by all voxels, so lambda3/lambda1 means what it means in the paper) or by the
+    number of mask voxels (``"mask"``, clamped to >= 1: the local term becomes a mean
+    error inside M, which scales lambda3 by about 1 / the mask fraction).
+    ``pixel="mse"`` replaces the MAE term by the MSE (the reference code's 2D U-Net
+    baseline); the term is then reported as ``mse``.
     """
 
-    def __init__(self, lambdas=(1.0, 1.0, 1.0), ssim="ssim", local_norm="mask"):
+    def __init__(self, lambdas=(1.0, 1.0, 1.0), ssim="ssim", local_norm="mask", pixel="mae"):
         super().__init__()
         if ssim not in ("ssim", "ms-ssim"):
             raise ValueError(f"ssim must be 'ssim' or 'ms-ssim', got {ssim!r}")
         if local_norm not in ("mask", "all"):
             raise ValueError(f"local_norm must be 'mask' or 'all', got {local_norm!r}")
+        if pixel not in ("mae", "mse"):
+            raise ValueError(f"pixel loss must be 'mae' or 'mse', got {pixel!r}")
         self.lambdas = tuple(float(v) for v in lambdas)
         self.ssim_fn = ssim_slices if ssim == "ssim" else ms_ssim_slices
         self.local_norm = local_norm
+        self.pixel = pixel
 
     def forward(self, pred, target, enhancement_mask):
         with torch.autocast(device_type=pred.device.type, enabled=False):
             pred, target = pred.float(), target.float()
             mask = enhancement_mask.float()
             abs_err = (pred - target).abs()
-            mae = abs_err.mean()
+            pixel = abs_err.mean() if self.pixel == "mae" else (abs_err**2).mean()
             ssim_term = 1.0 - self.ssim_fn(pred, target)
             denom = mask.sum().clamp_min(1.0) if self.local_norm == "mask" else abs_err.numel()
             local = (abs_err * mask).sum() / denom
             l1, l2, l3 = self.lambdas
-            total = l1 * mae + l2 * ssim_term + l3 * local
+            total = l1 * pixel + l2 * ssim_term + l3 * local
         terms = {
-            "mae": mae.item(),
+            self.pixel: pixel.item(),
             "ssim": ssim_term.item(),
             "local": local.item(),
             "total": total.item(),

@@ -405,7 +405,7 @@ def build_model(architecture: str, n_inputs: int, width: float = 1.0) -> Synthes
     return ARCHITECTURES[architecture](n_inputs, width)
 
 
-def _conv_flops(model: nn.Module, x: torch.Tensor) -> int:
+def conv_flops(model: nn.Module, x: torch.Tensor) -> int:
     """2 x multiply-adds of all convolutions, counted from output shapes on the meta device."""
     total = 0
 
@@ -474,5 +474,5 @@ def model_summary(model: SynthesisNet, patch_shape=(3, 256, 192), n_inputs: int 
     return dict(
         params=sum(p.numel() for p in model.parameters()),
         receptive_field=receptive_field(model, patch_shape, n_inputs),
-        flops=_conv_flops(model, x),
+        flops=conv_flops(model, x),
     )

@@ -20,7 +20,8 @@ from .cohort import load_samples as _load_sheet
 from .inference import synthesize_scan
 from .io import Stack, save_nifti, write_json
 from .plots import prediction_panel
-from .training import load_weights, select_device
+from .device import select_device
+from .weights import load_weights
 from .validate import InputError, check_sheet
 
 REFERENCE = "t1"  # the registration and grid reference of a patient without CE-T1

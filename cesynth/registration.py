@@ -4,7 +4,8 @@ Paper section III-A: every input sequence is co-registered to the contrast-enhan
 T1. We call the antsRegistration binary that antspyx bundles directly (rather than
 ``ants.registration``) so that the metric, stages, initialisation and random seed
 are all explicit; ``ants.registration`` only passes a seed through a global and
-refuses non-"Repro" transforms in deterministic mode.
+refuses non-"Repro" transforms in deterministic mode. Sites with their own ANTs build
+can run the same registration through it (``backend="ants-cli"``, nipype's interface).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 import shutil
 import tempfile
 import time
-from pathlib import Path
 
 import ants
 from ants.internal import get_lib_fn, get_pointer_string
@@ -21,7 +21,6 @@ from ants.internal import get_lib_fn, get_pointer_string
 from cesynth.io import atomic_output
 
 _TRANSFORMS = {"rigid": ("Rigid",), "affine": ("Rigid", "Affine")}
-_INTERPOLATORS = ("linear", "nearestNeighbor")
 
 # Multi-resolution schedule (shared by every linear stage). Shrink factors are
 # capped by ITK per axis, so the 26-slice clinical volumes still get >= 3 slices
@@ -68,6 +67,9 @@ def _set_threads(threads: int) -> None:
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(threads))
 
 
+BACKENDS = ("antspyx", "ants-cli")
+
+
 def register_to_reference(
     moving_path,
     reference_path,
@@ -79,62 +81,38 @@ def register_to_reference(
     iterations=ITERATIONS,
     sampling=0.15,
     finest_mm=2.0,
+    backend="antspyx",
 ) -> dict:
     """Register ``moving_path`` onto ``reference_path`` with Mattes mutual information.
 
     Stages: centre-of-mass initialisation, then Rigid (and Affine for
     ``transform="affine"``), each 4-level multi-resolution. Writes the moving image
     resampled onto the reference grid (linear) and the ANTs ``.mat`` transform
-    (reference -> moving point mapping, usable with :func:`apply_transform` or
-    ``antsApplyTransforms -t``). Both outputs are written atomically.
+    (reference -> moving point mapping, usable with ``antsApplyTransforms -t``).
+    Both outputs are written atomically.
 
     Speed knobs: ``iterations`` per level (coarse -> fine; shrink factors 8, 4, 2, 1), ``sampling``
     (fraction of voxels in the metric, regular grid jittered by the seed), and ``finest_mm``: levels
     whose voxels would be finer than this are skipped (a 1 mm scan stops at 2x shrink; rigid
     alignment is already sub-voxel there, and the 1x level costs as much as all others together).
+    ``backend``: "antspyx" (the antsRegistration that antspyx bundles, in this process) or
+    "ants-cli" (a site-installed ``antsRegistration`` through nipype, same settings).
 
     Returns ``mutual_information_before``/``_after`` (higher = better aligned; the
     before value uses the scanner (header) alignment), ``seconds``, ``transform``.
     """
-    if int(seed) < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if transform not in _TRANSFORMS:
-        raise ValueError(f"transform must be one of {sorted(_TRANSFORMS)}, got {transform!r}")
+    _check_settings(moving_path, transform, seed, backend)
     t0 = time.perf_counter()
     _set_threads(threads)
     fixed = _read_float(reference_path)
     moving = _read_float(moving_path)
-    f, m = get_pointer_string(fixed), get_pointer_string(moving)
-
-    args = [
-        "--dimensionality", "3",
-        "--float", "1",
-        "--collapse-output-transforms", "1",
-        "--interpolation", "Linear",
-        "--winsorize-image-intensities", "[0.005,0.995]",
-        "--use-histogram-matching", "0",  # cross-contrast: histogram matching would be wrong
-        # 1 = align intensity centres of mass: handles large translations and gives the
-        # rotation search a start inside the capture range of tilted heads.
-        "--initial-moving-transform", f"[{f},{m},1]",
-        # ANTs treats seed 0 as "seed from the clock", so shift to keep 0 valid.
-        "--random-seed", str(int(seed) + 1),
-    ]
-    shrink, smooth, iters = _schedule(fixed, iterations, finest_mm)
-    for stage in _TRANSFORMS[transform]:
-        args += [
-            "--transform", f"{stage}[0.1]",
-            "--metric", f"MI[{f},{m},1,{_MI_BINS},Regular,{float(sampling)}]",
-            "--convergence", f"[{iters},1e-6,10]",
-            "--shrink-factors", shrink,
-            "--smoothing-sigmas", smooth,
-        ]
-
+    stages = [(stage, *_schedule(fixed, iterations, finest_mm)) for stage in _TRANSFORMS[transform]]
     with tempfile.TemporaryDirectory(prefix="cesynth_reg_") as work:
         prefix = os.path.join(work, "reg_")
-        args += ["--output", prefix]
-        rc = get_lib_fn("antsRegistration")(args)
-        if rc != 0:
-            raise RuntimeError(f"antsRegistration failed with exit code {rc}")
+        if backend == "antspyx":
+            _run_antspyx(fixed, moving, stages, seed, sampling, prefix)
+        else:
+            ants_cli_registration(moving_path, reference_path, stages, seed, sampling, prefix, threads).run()
         mat = prefix + "0GenericAffine.mat"
         with atomic_output(out_transform_path) as tmp:
             shutil.copyfile(mat, str(tmp))
@@ -152,18 +130,68 @@ def register_to_reference(
     return result
 
 
-def apply_transform(moving_path, reference_path, transform_path, out_path, interpolation="linear"):
-    """Resample ``moving_path`` onto the reference grid through a saved ``.mat``.
+def _check_settings(moving_path, transform, seed, backend):
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if transform not in _TRANSFORMS:
+        raise ValueError(f"transform must be one of {sorted(_TRANSFORMS)}, got {transform!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"registration backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "ants-cli" and shutil.which("antsRegistration") is None:
+        raise RuntimeError(f"{moving_path}: registration.backend 'ants-cli' needs antsRegistration (ANTs) on the "
+                           "PATH; it is not there (backend 'antspyx' needs nothing installed)")
 
-    Use ``interpolation="nearestNeighbor"`` for label maps / masks.
+
+def _run_antspyx(fixed, moving, stages, seed, sampling, prefix):
+    """antsRegistration as bundled by antspyx, on the images in memory; writes ``<prefix>0GenericAffine.mat``."""
+    f, m = get_pointer_string(fixed), get_pointer_string(moving)
+    args = [
+        "--dimensionality", "3",
+        "--float", "1",
+        "--collapse-output-transforms", "1",
+        "--interpolation", "Linear",
+        "--winsorize-image-intensities", "[0.005,0.995]",
+        "--use-histogram-matching", "0",  # cross-contrast: histogram matching would be wrong
+        # 1 = align intensity centres of mass: handles large translations and gives the
+        # rotation search a start inside the capture range of tilted heads.
+        "--initial-moving-transform", f"[{f},{m},1]",
+        # ANTs treats seed 0 as "seed from the clock", so shift to keep 0 valid.
+        "--random-seed", str(int(seed) + 1),
+    ]
+    for stage, shrink, smooth, iters in stages:
+        args += [
+            "--transform", f"{stage}[0.1]",
+            "--metric", f"MI[{f},{m},1,{_MI_BINS},Regular,{float(sampling)}]",
+            "--convergence", f"[{iters},1e-6,10]",
+            "--shrink-factors", shrink,
+            "--smoothing-sigmas", smooth,
+        ]
+    rc = get_lib_fn("antsRegistration")(args + ["--output", prefix])
+    if rc != 0:
+        raise RuntimeError(f"antsRegistration failed with exit code {rc}")
+
+
+def ants_cli_registration(moving_path, reference_path, stages, seed, sampling, prefix, threads=1):
+    """The nipype ``antsRegistration`` interface with the settings of :func:`_run_antspyx`; not run.
+
+    ``stages``: (transform, shrink, smoothing, iterations) as from :func:`_schedule`. Its
+    ``.cmdline`` is the command; ``.run()`` needs ``antsRegistration`` on the PATH.
     """
-    if interpolation not in _INTERPOLATORS:
-        raise ValueError(f"interpolation must be one of {_INTERPOLATORS}, got {interpolation!r}")
-    if not Path(transform_path).is_file():
-        raise FileNotFoundError(transform_path)
-    fixed = _read_float(reference_path)
-    moving = _read_float(moving_path)
-    out = ants.apply_transforms(fixed, moving, [str(transform_path)], interpolator=interpolation)
-    with atomic_output(out_path) as tmp:
-        ants.image_write(out, str(tmp))
-    return str(out_path)
+    os.environ.setdefault("NIPYPE_NO_ET", "1")  # no version check over the network (nodes are often offline)
+    from nipype.interfaces.ants import Registration
+
+    def levels(text):
+        return [int(v) for v in text.removesuffix("vox").split("x")]
+
+    n = len(stages)
+    return Registration(
+        fixed_image=[str(reference_path)], moving_image=[str(moving_path)], dimension=3, float=True,
+        collapse_output_transforms=True, interpolation="Linear", winsorize_lower_quantile=0.005,
+        winsorize_upper_quantile=0.995, use_histogram_matching=[False] * n, initial_moving_transform_com=1,
+        random_seed=int(seed) + 1, transforms=[s[0] for s in stages], transform_parameters=[(0.1,)] * n,
+        metric=["MI"] * n, metric_weight=[1.0] * n, radius_or_number_of_bins=[_MI_BINS] * n,
+        sampling_strategy=["Regular"] * n, sampling_percentage=[float(sampling)] * n,
+        number_of_iterations=[levels(s[3]) for s in stages], convergence_threshold=[1e-6] * n,
+        convergence_window_size=[10] * n, shrink_factors=[levels(s[1]) for s in stages],
+        smoothing_sigmas=[levels(s[2]) for s in stages], sigma_units=["vox"] * n,
+        output_transform_prefix=prefix, num_threads=int(threads), terminal_output="allatonce")

@@ -3,30 +3,35 @@
 The scans to leave out must be known when Snakemake builds the DAG: the split, the training sets
 and the study tables are all computed from the cohort at parse time, and a scan that silently
 dropped out later would leave them inconsistent (a test set that names a scan with no prediction).
-So every scan gets the full per-file check of :mod:`cesynth.validate` when the workflow is parsed;
-results are cached by file size and modification time, so a rerun opens only new or changed files.
-The scans left out are listed, one line per problem, in :data:`REPORT` and on the terminal.
+So every scan gets the full per-file check of :mod:`cesynth.validate` when the workflow is parsed.
+Parsing writes nothing (``snakemake -n`` leaves no trace): the scans left out are printed, and the
+``skipped_scans`` rule writes them (one line per problem) with this parse's checks, keyed by file
+size and modification time, as the cache that the next parse reads, so that it opens only new or
+changed files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from . import study as S
 from .io import read_json, write_json, write_table
 from .validate import InputError, Problem, check_files, check_sheet
 
-CACHE = f"{S.RESULTS}/qc/input_screening.json"
-REPORT = f"{S.RESULTS}/qc/skipped_scans.tsv"
+
+@dataclass
+class Screening:
+    problems: list[Problem]  # of the scans left out
+    checks: dict  # cache key -> problems found (as dicts), for every scan checked in this parse
 
 
-def screen_scans(table: pd.DataFrame, modalities: list[str], reference: str, mask_labels=None, cache_path=CACHE,
-                 report_path=REPORT) -> tuple[pd.DataFrame, list[Problem]]:
-    """(the scans without problems, the problems of the others); writes the report and the cache.
+def screen_scans(table: pd.DataFrame, modalities: list[str], reference: str, mask_labels=None,
+                 cache_path=None) -> tuple[pd.DataFrame, Screening]:
+    """(the scans without problems, what was found); reads the cache at ``cache_path`` if any, writes nothing.
 
     ``modalities`` lists every image column to check, the reference included; ``mask_labels`` as in
     :func:`~cesynth.validate.check_files`.
@@ -34,7 +39,7 @@ def screen_scans(table: pd.DataFrame, modalities: list[str], reference: str, mas
     structural = [p for p in check_sheet(table, modalities, check_exists=False) if p.scan == "*"]
     if structural:  # a sheet without the needed columns has no valid scan to keep
         raise InputError(structural)
-    cache = read_json(cache_path) if Path(cache_path).is_file() else {}
+    cache = read_json(cache_path) if cache_path and Path(cache_path).is_file() else {}
     duplicated = set(table.scan[table.scan.duplicated()])
     problems, keep, fresh = [], [], {}
     for i in range(len(table)):
@@ -51,12 +56,16 @@ def screen_scans(table: pd.DataFrame, modalities: list[str], reference: str, mas
             found = [Problem(**p) for p in cache[key]]
         problems += found
         keep.append(not found)
-    write_json(fresh, cache_path)  # only current files: the cache does not grow with stale entries
-    write_table(pd.DataFrame([vars(p) for p in problems], columns=["scan", "file", "problem"]), report_path)
     valid = table[keep]
     if valid.empty:
         raise InputError(problems)
-    return valid, problems
+    return valid, Screening(problems, fresh)  # only current files: the cache does not grow with stale entries
+
+
+def write_screening(problems: list[dict], checks: dict, report_path, cache_path):
+    """The report of the scans left out (scan, file, problem) and the checks cache of the next parse."""
+    write_table(pd.DataFrame(problems, columns=["scan", "file", "problem"]), report_path)
+    write_json(checks, cache_path)
 
 
 def _key(row: pd.DataFrame, modalities, mask_labels) -> str:

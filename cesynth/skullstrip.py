@@ -1,15 +1,13 @@
 """Brain masks on the reference (CE-T1) image.
 
-Paper section III-A uses FSL BET on the CE-T1. FSL is used when installed; otherwise
-a pure-Python BET (``brainextractor``, a port of BET's surface-deformation model)
-runs on a preprocessed copy of the image and the mask is mapped back to the
-reference grid.
+Paper section III-A uses FSL BET on the CE-T1. FSL is used when installed (through nipype's
+interface); otherwise a pure-Python BET (``brainextractor``, a port of BET's surface-deformation
+model) runs on a preprocessed copy of the image and the mask is mapped back to the reference grid.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import os
 import tempfile
@@ -29,22 +27,17 @@ _BACKENDS = ("auto", "fsl", "python")
 _MIN_DEPTH_MM = 5.0
 
 
-def fsl_bet_command(in_path, out_path, frac, robust) -> list[str]:
-    """The ``bet`` argv fslpy builds for ``bet(in, out, -f frac [-R] -m)``; runs nothing.
+def fsl_bet(in_path, out_path, frac, robust):
+    """nipype's FSL ``BET`` interface for ``bet in out -f frac -m [-R]``; not run.
 
-    ``fsl.wrappers.bet(..., cmdonly=True)`` still resolves ``$FSLDIR/bin/bet`` and
-    raises without FSL, so we call the undecorated wrapper body (which only builds
-    the list) with fslpy's input assertions disabled (the input may not exist yet).
-    ``-m`` makes bet write the mask as ``<out_path>_mask.nii.gz``.
+    Its ``.cmdline`` is the command (``in_path`` relative to the working directory, as nipype
+    writes it); ``.run()`` needs FSL. ``-m`` also writes the mask, ``<out_path>_mask.nii.gz``.
     """
-    import fsl.utils.assertions as asrt
-    import fsl.wrappers as fw
+    os.environ.setdefault("NIPYPE_NO_ET", "1")  # no version check over the network (nodes are often offline)
+    from nipype.interfaces.fsl import BET
 
-    with asrt.disabled():
-        cmd = inspect.unwrap(fw.bet)(
-            str(in_path), str(out_path), fracintensity=frac, robust=bool(robust), mask=True
-        )
-    return [str(c) for c in cmd]
+    return BET(in_file=str(in_path), out_file=str(out_path), frac=float(frac), robust=bool(robust), mask=True,
+               output_type="NIFTI_GZ", terminal_output="allatonce")
 
 
 def fsl_available() -> bool:
@@ -53,12 +46,12 @@ def fsl_available() -> bool:
 
 
 def _fsl_mask(reference_path, frac, robust) -> np.ndarray:
-    import fsl.wrappers as fw
-
     with tempfile.TemporaryDirectory(prefix="cesynth_bet_") as work:
-        out = os.path.join(work, "brain")
-        fw.bet(str(reference_path), out, fracintensity=frac, robust=bool(robust), mask=True)
-        return np.asarray(nib.load(out + "_mask.nii.gz").dataobj) > 0
+        bet = fsl_bet(reference_path, os.path.join(work, "brain.nii.gz"), frac, robust)
+        # FSL's scripts call their siblings through $FSLDIR/bin.
+        bet.inputs.environ = {"PATH": os.path.join(os.environ["FSLDIR"], "bin") + os.pathsep + os.environ["PATH"]}
+        result = bet.run(cwd=work)
+        return np.asarray(nib.load(result.outputs.mask_file).dataobj) > 0
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -173,7 +166,7 @@ def brain_mask(reference_path, out_mask_path, backend="auto", frac=0.5, robust=T
                python_frac=0.6, iterations=500, iso_mm=2.0) -> dict:
     """Write a uint8 brain mask (reference grid and affine) to ``out_mask_path``.
 
-    backend: "fsl" (FSL ``bet`` via fslpy), "python" (brainextractor pipeline), or
+    backend: "fsl" (FSL ``bet`` through nipype), "python" (brainextractor pipeline), or
     "auto" (FSL when ``$FSLDIR/bin/bet`` exists, else python).
     ``frac``/``robust`` are FSL's ``-f``/``-R``. The python backend uses its own threshold
     ``python_frac`` (brainextractor's surface settles further out than FSL's at the same value; 0.6

@@ -15,6 +15,11 @@ are pinned on CUDA), ``amp`` (bf16 autocast where supported), ``cudnn_benchmark`
 training: started by torchrun (:func:`run_distributed`), every process calls :func:`train_stage`,
 which reads WORLD_SIZE/RANK/LOCAL_RANK and wraps the model in DistributedDataParallel; see
 docs/training.md.
+
+The stage runs in the parts of nnU-Net v2's trainer (:class:`StageTrainer`): ``on_train_start``
+(resume, wrap, signals), ``train_step``, ``on_epoch_end`` (history, validation, checkpoint),
+``on_train_end`` (weights); :func:`train_stage` is the loop over them. Weight files are
+:mod:`cesynth.weights` (``load_weights`` is re-exported here for the callers that always took it from here).
 """
 
 from __future__ import annotations
@@ -37,45 +42,16 @@ import torch
 from tqdm import tqdm
 
 from .data import PatchSampler, StepBatches
+from .device import bf16_autocast, select_device
 from .io import atomic_output, remove_partial_writes, write_table
 from .losses import SynthesisLoss
-from .models import build_model
+from .weights import load_weights, new_model, read_payload, save_weights
+
+__all__ = ["Interrupted", "StageTrainer", "evaluate_loss", "load_weights", "run_distributed", "train_stage"]
 
 
 class Interrupted(SystemExit):
     """Training stopped on a signal after saving a checkpoint; rerun the same command to resume."""
-
-
-def select_device(requested="auto") -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
-def bf16_autocast(device: torch.device, cuda=True, cpu=False):
-    """bf16 autocast on CUDA (where the GPU supports bf16) and, if asked, on the CPU; else no-op."""
-    if device.type == "cuda" and cuda and torch.cuda.is_bf16_supported() or device.type == "cpu" and cpu:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def new_model(model_spec: dict) -> torch.nn.Module:
-    return build_model(model_spec["architecture"], len(model_spec["inputs"]), model_spec.get("width", 1.0))
-
-
-def save_weights(model, model_spec, training, history, path):
-    payload = {"state_dict": model.state_dict(), "model_spec": model_spec, "target": training["target"],
-               "patch": list(training["patch"]), "history": history}
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_weights(path, device="cpu"):
-    """(model in eval mode, payload) from a weights file written by :func:`save_weights`."""
-    payload = torch.load(path, map_location=device, weights_only=False)
-    model = new_model(payload["model_spec"]).to(device)
-    model.load_state_dict(payload["state_dict"])
-    return model.eval(), payload
 
 
 def train_stage(*, train_stacks, val_stacks, model_spec: dict, stage: dict, training: dict, weights_out,
@@ -85,119 +61,189 @@ def train_stage(*, train_stacks, val_stacks, model_spec: dict, stage: dict, trai
     Under torchrun (WORLD_SIZE > 1) each process trains on its share of every step's patches and
     only rank 0 logs and writes files.
     """
-    rank, world, device, own_group = _init_distributed(device)
-    if rank:
-        log = _quiet
-    seed = int(training["seed"])
-    torch.manual_seed(seed)
-    model = new_model(model_spec).to(device)
-    if init_weights:
-        model.load_state_dict(torch.load(init_weights, map_location=device, weights_only=False)["state_dict"])
-    memory_format = _channels_last(model) if training.get("channels_last", False) else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    # Only 3D nets take a 5-D input in NDHWC; the 2D nets reshape theirs and follow the weights.
-    input_format = memory_format if memory_format == torch.channels_last_3d else torch.contiguous_format
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(stage["lr"]))
-    loss_fn = SynthesisLoss(tuple(stage["lambdas"]), ssim=training["ssim"], local_norm=training["local_norm"])
-    sampler = PatchSampler(train_stacks, model_spec["inputs"], training["target"], training["patch"])
-    validation = PatchSampler(val_stacks, model_spec["inputs"], training["target"], training["patch"]) \
-        if val_stacks else None
-    # No CPU autocast in training: on torch 2.13 a 3D conv's bf16 backward corrupts the heap (BENCHMARKS.md).
-    autocast = bf16_autocast(device, cuda=training.get("amp", True))
-    if device.type == "cuda":
-        # Fixed patch shapes: autotuning pays off after the first step (it makes CUDA runs non-bitwise).
-        torch.backends.cudnn.benchmark = bool(training.get("cudnn_benchmark", True))
-
-    fingerprint = _fingerprint(model_spec, stage, training, train_stacks, init_weights)
-    checkpoint = Path(checkpoint_dir) / "last.pt"
-    if rank == 0:  # a run killed while saving left a partial file that nothing else removes
-        partial = [p for out in (checkpoint, weights_out, history_out) for p in remove_partial_writes(out)]
-        if partial:
-            log(f"removed {len(partial)} partial file(s) of a killed run: {', '.join(p.name for p in partial)}")
-    epoch, step, history = 0, 0, []
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        if state["fingerprint"] == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            epoch, step, history = state["epoch"], state["step"], state["history"]
-            log(f"resuming from {checkpoint}: epoch {epoch + 1}, step {step}")
-        elif rank == 0:
-            stale = checkpoint.with_name(f"stale-{int(time.time())}.pt")
-            checkpoint.rename(stale)
-            log(f"configuration changed since {checkpoint} was written; kept it as {stale.name}, starting afresh")
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                        else None)
-    if training.get("compile", False):
-        net = torch.compile(net)
-    writer = _tensorboard(Path(checkpoint_dir).parent / "tensorboard") \
-        if training.get("tensorboard", False) and rank == 0 else None
-
-    stop = {"signal": None}
-    previous = {s: signal.signal(s, lambda signum, _: stop.update(signal=signum))
-                for s in (signal.SIGTERM, signal.SIGUSR1)}
+    trainer = StageTrainer(train_stacks=train_stacks, val_stacks=val_stacks, model_spec=model_spec, stage=stage,
+                           training=training, weights_out=weights_out, history_out=history_out,
+                           checkpoint_dir=checkpoint_dir, init_weights=init_weights, device=device, log=log)
     try:
-        steps, batch_size = int(training["steps_per_epoch"]), int(training["batch_size"])
-        while epoch < int(stage["epochs"]):
-            model.train()
-            sums, n_steps, started = {}, 0, time.time()
-            loader = torch.utils.data.DataLoader(
-                StepBatches(sampler, batch_size, seed, epoch, step, steps, rank, world), batch_size=None,
-                num_workers=int(training.get("num_workers", 0)), pin_memory=device.type == "cuda")
-            bar = tqdm(enumerate(loader, start=step), initial=step, total=steps, file=sys.stderr, mininterval=5,
-                       desc=f"epoch {epoch + 1}/{stage['epochs']}", disable=rank or not training.get("progress", True))
-            for step, batch in bar:
-                torch.manual_seed(int(np.random.SeedSequence([seed, epoch, step]).generate_state(1)[0]))  # dropout
-                x, y, m = (t.to(device, non_blocking=True) for t in batch)
-                with autocast:
-                    pred = net(x.contiguous(memory_format=input_format))
-                loss, terms = loss_fn(pred.float(), y, m)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                for key, value in terms.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                n_steps += 1
-                if writer is not None:
-                    for key, value in terms.items():
-                        writer.add_scalar(f"train/{key}", value, epoch * steps + step + 1)
+        trainer.on_train_start()
+        while trainer.epoch < trainer.epochs:
+            trainer.on_epoch_start()
+            for trainer.step, batch in trainer.batches():
+                terms = trainer.train_step(batch)
+                trainer.on_step_end(terms)
                 if on_step is not None:
-                    on_step(epoch, step, terms)
-                if _any_rank(stop["signal"], world, device):
-                    if rank == 0:
-                        _save_checkpoint(checkpoint, model, optimizer, epoch, step + 1, history, fingerprint)
-                    _barrier(world)  # no process exits (and gets its siblings killed) before the checkpoint is saved
-                    raise Interrupted(f"stopped by signal {stop['signal']} at epoch {epoch + 1} step {step + 1}; "
-                                      f"checkpoint {checkpoint} saved - rerun to resume")
-            sums = _mean_over_ranks(sums, world, device)
-            row = {"epoch": epoch + 1, "lr": float(stage["lr"]), "seconds": round(time.time() - started, 2),
-                   **{f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()}}
-            if validation is not None and rank == 0:
-                row.update(evaluate_loss(model, validation, loss_fn, batch_size, device, autocast))
-            history.append(row)
-            log(json.dumps(row))
-            if writer is not None:
-                for key, value in row.items():
-                    if key != "epoch":
-                        writer.add_scalar(f"epoch/{key}", value, epoch + 1)
-            epoch, step = epoch + 1, 0
-            if rank == 0:
-                _save_checkpoint(checkpoint, model, optimizer, epoch, step, history, fingerprint)
-            _barrier(world)
-        if rank == 0:
-            save_weights(model, model_spec, training, history, weights_out)
-            write_table(pd.DataFrame(history), history_out)
-        _barrier(world)
+                    on_step(trainer.epoch, trainer.step, terms)
+                if trainer.stop_requested():
+                    trainer.interrupt()
+            trainer.on_epoch_end()
+        trainer.on_train_end()
     finally:
-        for s, handler in previous.items():
+        trainer.close()
+    return trainer.history
+
+
+class StageTrainer:
+    """The state of one training stage and its steps; see the module docstring for the order of calls."""
+
+    def __init__(self, *, train_stacks, val_stacks, model_spec, stage, training, weights_out, history_out,
+                 checkpoint_dir, init_weights=None, device="auto", log=print):
+        self.rank, self.world, self.device, self.own_group = _init_distributed(device)
+        self.log = _quiet if self.rank else log
+        self.model_spec, self.stage, self.training = model_spec, stage, training
+        self.weights_out, self.history_out = weights_out, history_out
+        self.checkpoint = Path(checkpoint_dir) / "last.pt"
+        self.seed, self.epochs = int(training["seed"]), int(stage["epochs"])
+        self.steps, self.batch_size = int(training["steps_per_epoch"]), int(training["batch_size"])
+        self.epoch, self.step, self.history = 0, 0, []
+        self.signal, self.previous_handlers, self.writer = None, {}, None
+        self.fingerprint = _fingerprint(model_spec, stage, training, train_stacks, init_weights)
+        self._build(train_stacks, val_stacks, init_weights)
+
+    def _build(self, train_stacks, val_stacks, init_weights):
+        """Model, optimizer, loss and patch samplers, seeded so that every run starts alike."""
+        training, spec, device = self.training, self.model_spec, self.device
+        torch.manual_seed(self.seed)
+        model = new_model(spec).to(device)
+        if init_weights:
+            model.load_state_dict(read_payload(init_weights, device)["state_dict"])
+        memory_format = _channels_last(model) if training.get("channels_last", False) else torch.contiguous_format
+        self.model = self.net = model.to(memory_format=memory_format)
+        # Only 3D nets take a 5-D input in NDHWC; the 2D nets reshape theirs and follow the weights.
+        self.input_format = memory_format if memory_format == torch.channels_last_3d else torch.contiguous_format
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=float(self.stage["lr"]))
+        self.loss_fn = SynthesisLoss(tuple(self.stage["lambdas"]), ssim=training["ssim"],
+                                     local_norm=training["local_norm"], pixel=training.get("pixel_loss", "mae"))
+        self.sampler = PatchSampler(train_stacks, spec["inputs"], training["target"], training["patch"])
+        self.validation = PatchSampler(val_stacks, spec["inputs"], training["target"], training["patch"]) \
+            if val_stacks else None
+        # No CPU autocast in training: on torch 2.13 a 3D conv's bf16 backward corrupts the heap (BENCHMARKS.md).
+        self.autocast = bf16_autocast(device, cuda=training.get("amp", True))
+        if device.type == "cuda":
+            # Fixed patch shapes: autotuning pays off after the first step (it makes CUDA runs non-bitwise).
+            torch.backends.cudnn.benchmark = bool(training.get("cudnn_benchmark", True))
+
+    def on_train_start(self):
+        """Clean up after a killed run, resume its checkpoint, wrap the net, catch stop signals."""
+        if self.rank == 0:  # a run killed while saving left a partial file that nothing else removes
+            partial = [p for out in (self.checkpoint, self.weights_out, self.history_out)
+                       for p in remove_partial_writes(out)]
+            if partial:
+                self.log(f"removed {len(partial)} partial file(s) of a killed run: {', '.join(p.name for p in partial)}")
+        if self.checkpoint.exists():
+            self.resume()
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.training.get("compile", False):
+            self.net = torch.compile(self.net)
+        if self.training.get("tensorboard", False) and self.rank == 0:
+            self.writer = _tensorboard(self.checkpoint.parent.parent / "tensorboard")
+        self.previous_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
+
+    def resume(self):
+        """Continue from the checkpoint if it was written by this configuration, else keep it aside."""
+        state = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+        if state["fingerprint"] == self.fingerprint:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
+            self.log(f"resuming from {self.checkpoint}: epoch {self.epoch + 1}, step {self.step}")
+        elif self.rank == 0:
+            stale = self.checkpoint.with_name(f"stale-{int(time.time())}.pt")
+            self.checkpoint.rename(stale)
+            self.log(f"configuration changed since {self.checkpoint} was written; kept it as {stale.name}, "
+                     "starting afresh")
+
+    def _on_signal(self, signum, _frame):
+        self.signal = signum
+
+    def on_epoch_start(self):
+        self.model.train()
+        self.sums, self.n_steps, self.started = {}, 0, time.time()
+
+    def batches(self):
+        """(step, batch) for the rest of this epoch, from ``self.step`` on (a resumed epoch starts mid-way)."""
+        loader = torch.utils.data.DataLoader(
+            StepBatches(self.sampler, self.batch_size, self.seed, self.epoch, self.step, self.steps, self.rank,
+                        self.world), batch_size=None, num_workers=int(self.training.get("num_workers", 0)),
+            pin_memory=self.device.type == "cuda")
+        return tqdm(enumerate(loader, start=self.step), initial=self.step, total=self.steps, file=sys.stderr,
+                    mininterval=5, desc=f"epoch {self.epoch + 1}/{self.epochs}",
+                    disable=self.rank or not self.training.get("progress", True))
+
+    def train_step(self, batch) -> dict:
+        """One optimizer step on one batch; returns the loss terms."""
+        torch.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, self.step]).generate_state(1)[0]))  # dropout
+        x, y, m = (t.to(self.device, non_blocking=True) for t in batch)
+        with self.autocast:
+            pred = self.net(x.contiguous(memory_format=self.input_format))
+        loss, terms = self.loss_fn(pred.float(), y, m)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return terms
+
+    def on_step_end(self, terms: dict):
+        for key, value in terms.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.n_steps += 1
+        if self.writer is not None:
+            for key, value in terms.items():
+                self.writer.add_scalar(f"train/{key}", value, self.epoch * self.steps + self.step + 1)
+
+    def stop_requested(self) -> bool:
+        return _any_rank(self.signal, self.world, self.device)
+
+    def interrupt(self):
+        """Checkpoint after the current step and stop (the same step in every process)."""
+        if self.rank == 0:
+            self.save_checkpoint(self.epoch, self.step + 1)
+        _barrier(self.world)  # no process exits (and gets its siblings killed) before the checkpoint is saved
+        raise Interrupted(f"stopped by signal {self.signal} at epoch {self.epoch + 1} step {self.step + 1}; "
+                          f"checkpoint {self.checkpoint} saved - rerun to resume")
+
+    def on_epoch_end(self):
+        """Log the epoch's mean losses (and validation), then checkpoint the finished epoch."""
+        sums = _mean_over_ranks(self.sums, self.world, self.device)
+        row = {"epoch": self.epoch + 1, "lr": float(self.stage["lr"]), "seconds": round(time.time() - self.started, 2),
+               **{f"train_{k}": v / max(self.n_steps, 1) for k, v in sums.items()}}
+        if self.validation is not None and self.rank == 0:
+            row.update(self.validate())
+        self.history.append(row)
+        self.log(json.dumps(row))
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    self.writer.add_scalar(f"epoch/{key}", value, self.epoch + 1)
+        self.epoch, self.step = self.epoch + 1, 0
+        if self.rank == 0:
+            self.save_checkpoint(self.epoch, self.step)
+        _barrier(self.world)
+
+    def validate(self) -> dict:
+        """Validation columns of the history row (rank 0 only)."""
+        return evaluate_loss(self.model, self.validation, self.loss_fn, self.batch_size, self.device, self.autocast)
+
+    def save_checkpoint(self, epoch, step):
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": epoch,
+                 "step": step, "history": self.history, "fingerprint": self.fingerprint}
+        with atomic_output(self.checkpoint) as tmp:
+            torch.save(state, tmp)
+
+    def on_train_end(self):
+        if self.rank == 0:
+            save_weights(self.model, self.model_spec, self.training, self.history, self.weights_out)
+            write_table(pd.DataFrame(self.history), self.history_out)
+        _barrier(self.world)
+
+    def close(self):
+        """Restore the signal handlers, close the TensorBoard writer and the process group this run made."""
+        for s, handler in self.previous_handlers.items():
             signal.signal(s, handler)
-        if writer is not None:
-            writer.close()
-        if own_group:
+        if self.writer is not None:
+            self.writer.close()
+        if self.own_group:
             torch.distributed.destroy_process_group()
-    return history
 
 
 def run_distributed(n_procs: int, **kwargs):
@@ -311,13 +357,6 @@ def evaluate_loss(model, sampler, loss_fn, batch_size, device, autocast=nullcont
     result = {f"val_{k}": v / count for k, v in total.items()}
     result["val_psnr"] = 10 * math.log10(1.0 / max(mse / count, 1e-12))
     return result
-
-
-def _save_checkpoint(path, model, optimizer, epoch, step, history, fingerprint):
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-             "history": history, "fingerprint": fingerprint}
-    with atomic_output(path) as tmp:
-        torch.save(state, tmp)
 
 
 # Settings that change speed or logging, not what is learned (up to float rounding): resumable across them.

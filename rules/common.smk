@@ -21,9 +21,10 @@ MODELS_IN_STUDIES = sorted({m for models in config["studies"].values() for m in 
 MASK_LABELS = tumour_mask_labels(config["input"])
 
 SAMPLES = load_samples(config["input"], config["demo"], S.path("demo_dir"))
+SCREENING = None  # input.skip_invalid: what the skipped_scans rule (rules/qc.smk) writes
 if config["input"].get("skip_invalid") and config["input"]["source"] != "demo":  # demo files are written by a rule
-    SAMPLES, _skipped = screen_scans(SAMPLES, [*MODALITIES, REF], REF, MASK_LABELS)
-    for _problem in _skipped:
+    SAMPLES, SCREENING = screen_scans(SAMPLES, [*MODALITIES, REF], REF, MASK_LABELS, S.path("screening_cache"))
+    for _problem in SCREENING.problems:
         print(f"skip_invalid: leaving out {_problem}", file=sys.stderr)
 SAMPLES = SAMPLES.set_index("scan", drop=False)
 _sheet_problems = check_sheet(SAMPLES, [*MODALITIES, REF], check_exists=config["input"]["source"] != "demo")

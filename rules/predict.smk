@@ -24,8 +24,9 @@ if PREDICT.get("samplesheet"):
         input:
             [predict_out(k, s) for s in PREDICT_SAMPLES.scan for k in ("synth", "synth_model", "sidecar", "panel")],
 
-    rule predict_validate:
-        """Open every input image of one new scan (3-D, finite, not constant, plausible voxels)."""
+    # The training cohort's rules (rules/preprocess.smk) on a new patient's files: same scripts,
+    # settings and resources, the patient's T1 as reference, outputs in the predict_* paths.
+    use rule validate_inputs as predict_validate with:
         input:
             images=lambda w: [PREDICT_SAMPLES.at[w.pscan, m] for m in PREDICT_SPEC["inputs"]],
         output:
@@ -37,15 +38,10 @@ if PREDICT.get("samplesheet"):
             mask_labels=None,  # new patients come without tumour masks
         group:
             "predict"
-        conda:
-            "../envs/preprocess.yaml"
         log:
             log("predict_validate", "{pscan}"),
-        script:
-            "../workflow_scripts/validate_inputs.py"
 
-    rule predict_coregister:
-        """Register one input of a new scan onto its T1 with ANTs, resampled to the T1 grid."""
+    use rule coregister as predict_coregister with:
         input:
             moving=lambda w: PREDICT_SAMPLES.at[w.pscan, w.pmod],
             reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
@@ -54,50 +50,28 @@ if PREDICT.get("samplesheet"):
             image=S.path("predict_coregistered"),
             transform=S.path("predict_transform"),
             qc=S.path("predict_coreg_qc"),
-        params:
-            **config["registration"],
-        threads: 1
-        resources:
-            mem_mb=4000,
-            runtime=30,
         group:
             "predict"
-        conda:
-            "../envs/preprocess.yaml"
         log:
             log("predict_coregister", "{pscan}_{pmod}"),
         benchmark:
             benchmark("predict_coregister", "{pscan}_{pmod}")
-        script:
-            "../workflow_scripts/coregister.py"
 
-    rule predict_skullstrip:
-        """Brain mask of the new scan's T1 (no CE-T1 exists)."""
+    use rule skullstrip as predict_skullstrip with:
         input:
             reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
             validated=S.path("predict_validated"),
         output:
             mask=S.path("predict_brain_mask"),
             qc=S.path("predict_skullstrip_qc"),
-        params:
-            **config["skullstrip"],
-        threads: 1
-        resources:
-            mem_mb=4000,
-            runtime=30,
         group:
             "predict"
-        conda:
-            "../envs/preprocess.yaml"
         log:
             log("predict_skullstrip", "{pscan}"),
         benchmark:
             benchmark("predict_skullstrip", "{pscan}")
-        script:
-            "../workflow_scripts/skullstrip.py"
 
-    rule predict_preprocess:
-        """Mask, resize and equalize exactly as in training; no CE-T1, so no enhancement mask."""
+    use rule preprocess as predict_preprocess with:
         input:
             reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
             coregistered=expand(S.path("predict_coregistered"), pmod=PREDICT_MOVING, allow_missing=True),
@@ -106,21 +80,15 @@ if PREDICT.get("samplesheet"):
             stack=S.path("predict_stack"),
             meta=S.path("predict_stack_json"),
         params:
+            scan="{pscan}",
             modalities=PREDICT_SPEC["inputs"],
             moving=PREDICT_MOVING,
-            reference=P.REFERENCE,
-            **config["preprocess"],
-        resources:
-            mem_mb=4000,
-            runtime=15,
+            reference=P.REFERENCE,  # T1: no CE-T1, so no enhancement mask
+            tumour_mask_labels=None,
         group:
             "predict"
-        conda:
-            "../envs/preprocess.yaml"
         log:
             log("predict_preprocess", "{pscan}"),
-        script:
-            "../workflow_scripts/predict_preprocess.py"
 
     rule predict_synthesize:
         """Run the trained model; write the synthetic CE-T1 (native T1 grid and model space), sidecar, panel."""

@@ -25,6 +25,7 @@ rule validate_inputs:
     input:
         images=[SAMPLES.at[s, c] for s in SAMPLES.scan for c in [*MODALITIES, REF]],
         masks=[p for p in SAMPLES.tumour_mask if p],
+        skipped=[S.path("skipped_scans")] if SCREENING is not None else [],  # the first job writes what was left out
     output:
         S.path("validated"),
     params:
@@ -105,6 +106,7 @@ rule preprocess:
         stack=S.path("stack"),
         meta=S.path("stack_json"),
     params:
+        scan="{scan}",
         modalities=MODALITIES,
         moving=MOVING,
         reference=REF,

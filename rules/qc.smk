@@ -11,13 +11,13 @@ rule qc_scan:
         coreg_qc=expand(S.path("coreg_qc"), mod=MOVING, allow_missing=True),
     output:
         panel=report(
-            "results/qc/preproc/{scan}_qc.png",
+            S.path("qc_panel"),
             caption="../report/qc_panel.rst",
             category="QC",
             subcategory="per-scan panels",
             labels={"scan": "{scan}"},
         ),
-        row="results/qc/preproc/{scan}_qc.tsv",
+        row=S.path("qc_row"),
     params:
         moving=MOVING,
     group:
@@ -31,14 +31,14 @@ rule qc_scan:
 
 
 rule qc_cohort:
-    """Cohort QC table; flags brain volumes > 25% off the median and registrations that lowered MI."""
+    """Cohort QC table; flags brain volumes > qc.volume_tolerance off the median and registrations that lowered MI."""
     input:
-        rows=expand("results/qc/preproc/{scan}_qc.tsv", scan=SAMPLES.scan),
+        rows=expand(S.path("qc_row"), scan=SAMPLES.scan),
     output:
-        tsv="results/qc/preproc_qc.tsv",
-        html=report("results/qc/preproc_qc.html", caption="../report/qc.rst", category="QC"),
+        tsv=S.path("qc_table"),
+        html=report(S.path("qc_html"), caption="../report/qc.rst", category="QC"),
     params:
-        volume_tolerance=0.25,
+        volume_tolerance=config["qc"]["volume_tolerance"],
     conda:
         "../envs/preprocess.yaml"
     log:
@@ -52,3 +52,21 @@ rule preprocess_all:
     input:
         stacks(SAMPLES.scan),
         rules.qc_cohort.output,
+
+
+if SCREENING is not None:
+
+    rule skipped_scans:
+        """The scans input.skip_invalid left out (one line per problem) and the checks the next parse reuses."""
+        output:
+            report=S.path("skipped_scans"),
+            cache=S.path("screening_cache"),
+        params:
+            problems=[vars(p) for p in SCREENING.problems],
+            checks=SCREENING.checks,
+        conda:
+            "../envs/preprocess.yaml"
+        log:
+            log("skipped_scans", "all"),
+        script:
+            "../workflow_scripts/skipped_scans.py"

@@ -6,7 +6,8 @@ import torch
 from cesynth.inference import slab_inference, slice_halo, sliding_window, synthesize_scan
 from cesynth.io import Stack
 from cesynth.models import build_model
-from cesynth.training import load_weights, save_weights, train_stage
+from cesynth.training import train_stage
+from cesynth.weights import load_weights, save_weights
 from test_training import SPEC, settings
 
 

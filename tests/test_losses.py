@@ -89,6 +89,13 @@ def test_loss_terms_by_hand(local_norm, expected_local):
     assert set(terms) == {"mae", "ssim", "local", "total"}
 
 
+def test_mse_pixel_term_by_hand():
+    pred, target, mask = _tiny()
+    total, terms = SynthesisLoss(lambdas=(1.0, 0.0, 0.0), pixel="mse")(pred, target, mask)
+    assert set(terms) == {"mse", "ssim", "local", "total"}
+    assert terms["mse"] == pytest.approx(16 * 0.25 / 768) and total.item() == pytest.approx(terms["mse"])
+
+
 def test_empty_mask_local_is_zero():
     pred, target, mask = _tiny()
     _, terms = SynthesisLoss()(pred, target, torch.zeros_like(mask))

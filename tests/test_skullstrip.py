@@ -8,18 +8,21 @@ import pytest
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from cesynth.skullstrip import brain_mask, fsl_available, fsl_bet_command
+from cesynth.skullstrip import brain_mask, fsl_available, fsl_bet
 
 COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")  # Debian package mricron-data
 COLIN_BET = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
 T1C = Path("/work/shared/data/tcga-fg-6692/t1c.nii.gz")
 
 
-def test_fsl_bet_command_without_fsl():
-    cmd = fsl_bet_command("/data/in.nii.gz", "/data/out_brain", 0.4, True)
-    assert cmd == ["bet", "/data/in.nii.gz", "/data/out_brain", "-f", "0.4", "-R", "-m"]
-    cmd = fsl_bet_command("in.nii.gz", "out", 0.5, False)
-    assert cmd == ["bet", "in.nii.gz", "out", "-f", "0.5", "-m"]
+def test_fsl_bet_command_without_fsl(tmp_path, monkeypatch):
+    (tmp_path / "in.nii.gz").write_bytes(b"")  # nipype checks that the input exists
+    monkeypatch.chdir(tmp_path)
+    bet = fsl_bet(tmp_path / "in.nii.gz", tmp_path / "out_brain.nii.gz", 0.4, True)
+    assert bet.cmdline.split() == ["bet", "in.nii.gz", str(tmp_path / "out_brain.nii.gz"), "-f", "0.40", "-m", "-R"]
+    assert bet._list_outputs()["mask_file"] == str(tmp_path / "out_brain_mask.nii.gz")  # what _fsl_mask reads
+    assert fsl_bet("in.nii.gz", "out.nii.gz", 0.5, False).cmdline.split() == ["bet", "in.nii.gz", "out.nii.gz",
+                                                                               "-f", "0.50", "-m"]
 
 
 @pytest.mark.skipif(fsl_available(), reason="FSL is installed here")
