@@ -66,17 +66,25 @@ class PatchSampler:
         positions = self.random_positions(batch_size * world, seed, epoch, step)
         return _to_tensors([self.patch_at(*p) for p in positions[rank * batch_size:(rank + 1) * batch_size]])
 
-    def central_batches(self, batch_size: int):
-        """Deterministic validation patches: the block at the centre of each scan's brain."""
-        d, h, w = self.patch
-        parts = []
-        for scan_index, stack in enumerate(self.stacks):
-            n_z, n_y, n_x = stack.data.shape[1:]
-            slices = self._brain_slices[scan_index]
-            centre = int(np.median(slices)) if len(slices) else n_z // 2
-            parts.append(self.patch_at(scan_index, int(np.clip(centre - d // 2, 0, n_z - d)),
-                                       (n_y - h) // 2, (n_x - w) // 2))
-        return [_to_tensors(parts[i:i + batch_size]) for i in range(0, len(parts), batch_size)]
+    def brain_windows(self, scan_index: int):
+        """Non-overlapping full-slice windows of ``patch[0]`` slices covering one scan's brain.
+
+        Yields (inputs (M,D,Y,X), target (1,D,Y,X), local mask (1,D,Y,X), brain mask (1,D,Y,X)); the last
+        window is shifted back to end at the last brain slice, so a few slices may be seen twice.
+        """
+        stack = self.stacks[scan_index]
+        n_z, n_y, n_x = stack.data.shape[1:]
+        slices = self._brain_slices[scan_index]
+        d = self.patch[0]
+        if not len(slices):
+            return
+        first, last = int(slices[0]), int(slices[-1])
+        for z0 in sorted({min(max(z, 0), n_z - d) for z in [*range(first, last + 1, d), last - d + 1]}):
+            window = slice(z0, z0 + d)
+            x = np.stack([stack[m][window] for m in self.inputs])
+            y = stack[self.target][window][None]
+            m = stack[self.local_mask][window][None] if stack.has(self.local_mask) else np.zeros_like(y)
+            yield x, y, m, stack["brain_mask"][window][None] > 0
 
 
 class StepBatches(torch.utils.data.Dataset):
