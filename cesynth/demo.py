@@ -8,8 +8,8 @@ T2-bright oedema with ADC changes. Scans are rendered the way a scanner would se
 * T1 on the same grid, but the head moved slightly between the two acquisitions;
 * T2, ADC and FLAIR as thick-slice axial series on grids of their own, with the head rotated and
   shifted by a few degrees/mm (partial-volume averaging across the slice thickness);
-* Rician-like noise, a smooth multiplicative bias field (not on the computed ADC map),
-  arbitrary scanner gains.
+* Rician-like noise, a smooth multiplicative receive-coil bias field shared by the session's images
+  (not on the computed ADC map), arbitrary scanner gains.
 
 Some patients have a follow-up scan; a few scans carry an expert tumour mask (set B).
 The scan table is a pure function of the configuration, so Snakemake knows every scan when
@@ -43,7 +43,8 @@ _INTENSITY = {
 }
 _L = {name: i for i, name in enumerate(LABELS)}
 
-# Acquisition grids: voxel size (mm) and how far the head moves relative to the CE-T1.
+# Acquisition grids: voxel size (mm; coarsened to voxel_mm where that is coarser) and how far the head moves
+# relative to the CE-T1.
 _ACQUISITION = {
     "ce_t1": dict(voxel=None, max_deg=0.0, max_mm=0.0),
     "t1": dict(voxel=None, max_deg=2.0, max_mm=1.5),
@@ -223,11 +224,16 @@ class _Phantom:
         return sum(self.sample(intensity, shape, affine, pose, dz) for dz in offsets) / len(offsets)
 
 
-def _bias_field(shape, rng, strength=0.15):
-    coords = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    c = rng.normal(size=6)
-    field = (c[0] * coords[0] + c[1] * coords[1] + c[2] * coords[2]
-             + c[3] * coords[0] * coords[1] + c[4] * coords[2] ** 2 + c[5] * coords[0] ** 2)
+def _bias_field(shape, affine, coefficients, half_extent, strength=0.15):
+    """Smooth multiplicative receive-coil bias of one session, defined in scanner coordinates (mm).
+
+    The coil, not the sequence, makes the field: every image of a session sees the same field wherever
+    its grid lies (so pre- and post-contrast T1 share it, as they do on a scanner).
+    """
+    index = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    x, y, z = ((sum(affine[r, k] * index[k] for k in range(3)) + affine[r, 3]) / half_extent for r in range(3))
+    c = coefficients
+    field = c[0] * x + c[1] * y + c[2] * z + c[3] * x * y + c[4] * z**2 + c[5] * x**2
     return np.exp(strength * field / np.abs(c).sum()).astype(np.float32)
 
 
@@ -235,19 +241,20 @@ def write_scan(anatomy: Anatomy, row, cfg, rng):
     voxel = float(cfg["voxel_mm"])
     phantom = _Phantom(anatomy, voxel)
     ref_shape, ref_affine = _grid(anatomy, (voxel,) * 3, rng, flip_x=True)
+    coil = rng.normal(size=6)
     for modality in MODALITIES:
         acq = _ACQUISITION[modality]
         if acq["voxel"] is None:
             shape, affine, samples = ref_shape, ref_affine, 1
         else:
-            vox = tuple(v * voxel for v in acq["voxel"])
+            vox = tuple(max(v, voxel) for v in acq["voxel"])  # clinical mm, never finer than the phantom
             shape, affine = _grid(anatomy, vox, rng)
             samples = 3
         pose = _random_pose(rng, acq["max_deg"], acq["max_mm"])
         image = phantom.render(modality, shape, affine, pose, samples)
         image *= (1 + rng.uniform(-0.03, 0.03, image.shape[2]))[None, None, :]  # slice-wise gain ripple
         if modality != "adc":
-            image *= _bias_field(shape, rng)
+            image *= _bias_field(shape, affine, coil, 1.3 * anatomy.brain_axes.max())
         sigma = cfg["noise"] * 0.7
         image = np.sqrt((image + rng.normal(0, sigma, shape)) ** 2 + rng.normal(0, sigma, shape) ** 2)
         gain = 3000.0 if modality == "adc" else rng.uniform(600, 1400)  # ADC in 1e-6 mm^2/s

@@ -54,12 +54,13 @@ def qualitative_panel(scans, stack_paths, predictions: dict, inputs, out_path, b
         diff = np.abs(synth[best_model] - stack[reference])
         for col, image in enumerate(images + [diff]):
             ax = axes[row, col]
-            ax.imshow(_axial(image, z), cmap="magma" if col == len(images) else "gray", vmin=0,
-                      vmax=0.5 if col == len(images) else 1)
+            shown = ax.imshow(_axial(image, z), cmap="magma" if col == len(images) else "gray", vmin=0,
+                              vmax=0.5 if col == len(images) else 1)
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
                 ax.set_title(columns[col], fontsize=9)
         axes[row, 0].set_ylabel(f"{scan} z={z}", fontsize=9)
+        fig.colorbar(shown, ax=axes[row, -1], fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
     fig.tight_layout()
     _save(fig, out_path)
 
@@ -80,37 +81,58 @@ def metric_distributions(metrics: pd.DataFrame, out_path, order=None):
 
 
 def training_curves(histories: dict, out_path):
-    """Training and validation loss per epoch; ``histories`` maps model -> [stage-1 TSV, stage-2 TSV]."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    """Loss and validation PSNR per epoch; ``histories`` maps model -> [stage-1 TSV, stage-2 TSV].
+
+    A grey line marks where stage 2 starts: its loss weights differ, so the loss jumps there.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    stage2_starts = set()
     for color, (model, paths) in zip(sns.color_palette("tab10", len(histories)), histories.items()):
         offset = 0
         for stage, path in enumerate(paths, start=1):
             history = pd.read_csv(path, sep="\t")
             epochs = history.epoch + offset
             style = "-" if stage == 1 else "--"
-            axes[0].plot(epochs, history.train_total, style, color=color, label=f"{model} stage {stage}")
+            axes[0].plot(epochs, history.train_total, style, color=color, label=model if stage == 1 else None)
             if "val_total" in history:
                 axes[0].plot(epochs, history.val_total, ":", color=color)
             if "val_psnr" in history:
-                axes[1].plot(epochs, history.val_psnr, style, color=color, label=f"{model} stage {stage}")
+                axes[1].plot(epochs, history.val_psnr, style, color=color, marker=".")
+            if stage == 2:
+                stage2_starts.add(offset + 0.5)
             offset = int(epochs.max())
-    axes[0].set(xlabel="epoch", ylabel="loss (solid/dashed: train, dotted: validation)", yscale="log")
-    axes[1].set(xlabel="epoch", ylabel="validation PSNR (dB, MAX_I=1)")
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    for ax in axes:
+        for x in stage2_starts:
+            ax.axvline(x, color="0.6", lw=0.8)
+    if stage2_starts:
+        axes[1].text(min(stage2_starts), 0.02, " stage 2", transform=axes[1].get_xaxis_transform(), color="0.4",
+                     fontsize=8)
+    axes[0].set(xlabel="epoch", ylabel="loss (train solid/dashed, validation dotted)", yscale="log")
+    axes[1].set(xlabel="epoch", ylabel="validation brain PSNR (dB, test set A)")
+    fig.legend(loc="lower center", ncol=min(len(histories), 6), fontsize=8, frameon=False,
+               title="solid: stage 1, dashed: stage 2", title_fontsize=8)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     _save(fig, out_path)
 
 
-def psnr_bars(metrics: pd.DataFrame, out_path, order=None):
-    """Grouped bars (mean ± sd): PSNR in the brain of test set A and in the tumours of set B (paper Fig. 7)."""
+def psnr_bars(metrics: pd.DataFrame, out_path, order=None, labels=None):
+    """Grouped bars (mean ± sd): PSNR in the brain of test set A and in the tumours of set B (paper Fig. 7).
+
+    ``labels`` renames models on the x axis (the local-loss study shows lambda3/lambda1, as the paper does).
+    """
+    labels = labels or {}
     rows = [("brain, test set A", metrics[metrics.set == "test_A"], "psnr_brain"),
             ("tumour, set B", metrics[metrics.set == "B"], "psnr_tumour")]
     long = pd.concat([part[["model", column]].rename(columns={column: "PSNR (dB)"}).assign(region=label)
                       for label, part, column in rows if not part.empty], ignore_index=True)
-    fig, ax = plt.subplots(figsize=(1.3 * max(len(order or long.model.unique()), 3) + 2, 3.6))
+    long["model"] = long.model.map(lambda m: labels.get(m, m))
+    order = [labels.get(m, m) for m in order] if order else None
+    fig, ax = plt.subplots(figsize=(1.3 * max(len(order or long.model.unique()), 3) + 2, 3.8))
     sns.barplot(data=long, x="model", y="PSNR (dB)", hue="region", order=order, errorbar="sd", ax=ax, capsize=0.1)
-    ax.set_xlabel(""), ax.tick_params(axis="x", rotation=30)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
+    ax.set_xlabel("stage-2 loss-weight ratio lambda3/lambda1" if any(l.startswith("r = ") for l in labels.values())
+                  else "")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=2, frameon=False)
     fig.tight_layout()
     _save(fig, out_path)
 

@@ -35,11 +35,12 @@ def summary_table(metrics: pd.DataFrame, models) -> pd.DataFrame:
 
 
 def write_study(*, models, metric_paths, predictions: dict, histories: dict, stack_paths, scans, modalities,
-                reference, outputs):
+                reference, outputs, labels=None):
     """Tables and figures of one study.
 
     ``predictions`` maps each model (the no-model ``identity`` baseline included) to its synthetic
-    CE-T1 per scan of ``scans``; ``histories`` maps each trained model to its [stage-1, stage-2] TSVs.
+    CE-T1 per scan of ``scans``; ``histories`` maps each trained model to its [stage-1, stage-2] TSVs;
+    ``labels`` names models on the bar plot's axis.
     """
     metrics = pd.concat([pd.read_csv(p, sep="\t") for p in metric_paths], ignore_index=True)
     write_table(metrics, outputs.metrics)
@@ -66,7 +67,7 @@ def write_study(*, models, metric_paths, predictions: dict, histories: dict, sta
                             outputs.qualitative, best_model=best, reference=reference)
     plots.metric_distributions(metrics, outputs.distributions, order=models)
     plots.training_curves({m: histories[m] for m in trained}, outputs.curves)
-    plots.psnr_bars(metrics, outputs.bars, order=models)
+    plots.psnr_bars(metrics, outputs.bars, order=models, labels=labels)
     i = shown[0]
     plots.slice_series(stack_paths[i], predictions[best][i], scans[i], best, outputs.slices, reference=reference)
 

@@ -92,6 +92,18 @@ def study_models(config: dict, study: str) -> list[str]:
     return [IDENTITY, *config["studies"][study]]
 
 
+def model_labels(config: dict, models) -> dict:
+    """Axis labels of a study's models: the local-loss ratio r = lambda3/lambda1 of stage 2 (paper Fig. 7)
+    when the trained models differ only in their stage-2 loss weights, else their names."""
+    trained = [m for m in models if m != IDENTITY]
+    specs = {m: {**model_spec(config, m), "stage2": {**model_settings(config, m)["stage2"], "lambdas": None}}
+             for m in trained}
+    ratios = {m: model_settings(config, m)["stage2"]["lambdas"] for m in trained}
+    if len(trained) < 2 or any(spec != specs[trained[0]] for spec in specs.values()):
+        return {m: m for m in models}
+    return {m: f"r = {ratios[m][2] / ratios[m][0]:g}" if m in ratios else m for m in models}
+
+
 def stage1_owner(config: dict, model: str) -> str:
     """The model whose stage-1 weights ``model`` fine-tunes in stage 2 (itself unless shared)."""
     return config["models"][model].get("stage1_from", model)

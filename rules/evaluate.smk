@@ -102,6 +102,7 @@ for _study in STUDIES:
             models=_models,
             predictions={m: [S.path("synth", model=m, scan=s, ref=REF) for s in TEST] for m in _models},
             histories={m: [S.path("history", model=h, stage=n) for h, n in stage_owners(m)] for m in _trained},
+            labels=S.model_labels(config, _models),
             scans=TEST,
             modalities=MODALITIES,
             reference=REF,

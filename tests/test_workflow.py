@@ -171,3 +171,47 @@ def test_real_tcga_case_preprocesses_end_to_end(tmp_path):
     assert 1000 < volume < 1800
     cohort = pd.read_csv(tmp_path / "results" / "qc" / "preproc_qc.tsv", sep="\t")
     assert list(cohort.scan) == [scan]
+
+
+def test_identity_baseline_is_scored_first_in_every_study(finished_run):
+    """The no-model baseline (the preprocessed T1 as prediction) is row one of every table and paired with
+    every model in the t-tests; it enhances nothing."""
+    results = finished_run / "results"
+    split = pd.read_csv(results / "split.tsv", sep="\t")
+    test_scans = sorted(split.scan[split.set != "train"])
+    scan = test_scans[0]
+    stack = np.load(results / "preproc" / scan / f"{scan}_desc-preproc.npy")
+    channels = json.loads((results / "preproc" / scan / f"{scan}_desc-preproc.json").read_text())["channels"]
+    t1 = stack[channels.index("t1")] * (stack[channels.index("brain_mask")] > 0)
+    identity = nib.load(results / "models" / "identity" / "synth" / f"{scan}_desc-synth_ce_t1.nii.gz").get_fdata()
+    np.testing.assert_allclose(np.transpose(identity, (2, 1, 0)), t1, atol=1e-6)
+    for study in ("baselines", "ablation_inputs", "ablation_local_loss"):
+        metrics = pd.read_csv(results / "studies" / study / "metrics.tsv", sep="\t")
+        models = list(pd.unique(metrics.model))
+        assert models[0] == "identity" and len(models) > 1
+        assert sorted(metrics.scan[metrics.model == "identity"]) == test_scans
+        summary = pd.read_csv(results / "studies" / study / "summary.tsv", sep="\t")
+        assert summary.model.iloc[0] == "identity"
+        ttests = pd.read_csv(results / "studies" / study / "ttests.tsv", sep="\t")
+        psnr = ttests[(ttests.metric == "psnr_brain") & (ttests.set == "test_A")]
+        assert set(psnr.model_b[psnr.model_a == "identity"]) == set(models[1:])
+    b = metrics[(metrics.set == "B") & (metrics.model == "identity")]
+    assert (b.dice_enh_tumour.fillna(0) == 0).all()
+    overview = (results / "studies" / "overview.rst").read_text()
+    assert overview.count("against") == 3 and "``identity``" in overview
+
+
+def test_default_demo_has_test_sets_big_enough_for_paired_tests():
+    """config.yaml's phantom cohort: >= 8 scans in test set A and >= 6 in set B, no patient in two sets."""
+    import yaml
+
+    from cesynth.cohort import split_cohort
+    from cesynth.demo import scan_table
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    table = scan_table(config["demo"], "demo")
+    split = split_cohort(table, config["split"]["val_fraction"], config["split"]["seed"])
+    sizes = split.set.value_counts()
+    assert sizes["test_A"] >= 8 and sizes["B"] >= 6 and sizes["train"] >= 8
+    train_patients = set(split.patient[split.set == "train"])
+    assert not train_patients & set(split.patient[split.set != "train"])

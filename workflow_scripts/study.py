@@ -5,4 +5,4 @@ p = snakemake.params
 with redirect_output(snakemake.log[0]):
     write_study(models=p.models, metric_paths=snakemake.input.metrics, predictions=p.predictions,
                 histories=p.histories, stack_paths=snakemake.input.stacks, scans=p.scans, modalities=p.modalities,
-                reference=p.reference, outputs=snakemake.output)
+                reference=p.reference, outputs=snakemake.output, labels=p.labels)
