@@ -8,17 +8,13 @@ Protocols (``PROTOCOLS``):
 
 * ``"paper"``: SSIM with an 11x11 Gaussian window (sigma 1.5, population
   covariance, K1 0.01, K2 0.03), per-pixel map averaged over the region's
-  voxels in each slice, then over slices; PSNR peak ``MAX_I = max(gt[region])``
-  ("the maximum value of the image y").
+  voxels in each slice, then over slices; PSNR peak ``MAX_I = max(gt)`` over
+  the brain ("the maximum value of the image y"), the same for the tumour region.
 * ``"reference"``: what the public Keras code's ``inference_3D1.py`` does:
   skimage SSIM defaults (7x7 uniform window, sample covariance) on whole,
   unmasked slices; PSNR peak ``MAX_I = REFERENCE_MAX_I = 1.0``.
 
 MAE and PSNR are always computed over the region mask (both protocols).
-
-``scan_metrics(..., percentile_norm=True)`` is a separate, BraSyn-style
-protocol variant: intensities are first clipped to their 0.5/99.5 brain
-percentiles and rescaled to [0, 1].
 
 NaN conventions: an empty region gives NaN for every metric of that region;
 Dice is NaN when both enhancement masks are empty, sensitivity is NaN when
@@ -37,7 +33,6 @@ from .io import Stack
 
 PROTOCOLS = ("paper", "reference")
 REFERENCE_MAX_I = 1.0
-NORM_PERCENTILES = (0.5, 99.5)
 
 # Paper SSIM: sigma 1.5 truncated at 3.5 sigma -> 11x11 window, as skimage does.
 _SIGMA, _TRUNCATE, _K1, _K2 = 1.5, 3.5, 0.01, 0.03
@@ -133,19 +128,7 @@ def enhancement_dice(gt, pred, t1, mask, delta=0.1) -> dict:
     return {"dice": float(dice), "sensitivity": float(sens)}
 
 
-def percentile_normalise(x, brain_mask, percentiles=NORM_PERCENTILES):
-    """Clip to the brain's intensity percentiles and rescale to [0, 1] (BraSyn style)."""
-    lo, hi = np.percentile(x[np.asarray(brain_mask, bool)], percentiles)
-    if hi <= lo:
-        return np.zeros_like(x, dtype=np.float64)
-    return (np.clip(x, lo, hi) - lo) / (hi - lo)
-
-
-def _region_metrics(gt, pred, t1, region, protocol, delta):
-    if protocol == "paper":
-        max_i = float(gt[region].max()) if region.any() else float("nan")
-    else:
-        max_i = REFERENCE_MAX_I
+def _region_metrics(gt, pred, t1, region, max_i, protocol, delta):
     enh = enhancement_dice(gt, pred, t1, region, delta)
     return {
         "mae": mae(gt, pred, region),
@@ -156,39 +139,29 @@ def _region_metrics(gt, pred, t1, region, protocol, delta):
     }
 
 
-def scan_metrics(
-    gt,
-    pred,
-    t1,
-    brain_mask,
-    tumour_mask=None,
-    protocol="paper",
-    delta=0.1,
-    percentile_norm=False,
-) -> dict:
+def scan_metrics(gt, pred, t1, brain_mask, tumour_mask=None, protocol="paper", delta=0.1) -> dict:
     """All metrics for one scan, over the brain and (optionally) tumour region.
 
     Keys are always ``{mae,psnr,ssim,dice_enh,sens_enh}_{brain,tumour}``; the
-    tumour values are NaN when ``tumour_mask`` is None or empty.
-
-    With ``percentile_norm=True`` gt, pred *and t1* are each normalised with
-    their own brain percentiles: t1 must be on the same scale as gt/pred for
-    the ``gt - t1 > delta`` enhancement threshold to mean anything.
+    tumour values are NaN when ``tumour_mask`` is None or empty. PSNR uses one
+    MAX_I for both regions: the maximum of the ground-truth image (its brain, the
+    rest is background 0; "paper") or 1.0 ("reference").
     """
     _check_protocol(protocol)
     brain = np.asarray(brain_mask, bool)
-    if percentile_norm:
-        gt, pred, t1 = (percentile_normalise(a, brain) for a in (gt, pred, t1))
-    out = {f"{k}_brain": v for k, v in _region_metrics(gt, pred, t1, brain, protocol, delta).items()}
+    if protocol == "paper":
+        max_i = float(gt[brain].max()) if brain.any() else float("nan")
+    else:
+        max_i = REFERENCE_MAX_I
+    out = {f"{k}_brain": v for k, v in _region_metrics(gt, pred, t1, brain, max_i, protocol, delta).items()}
     tumour = np.zeros_like(brain) if tumour_mask is None else np.asarray(tumour_mask, bool)
     out.update(
-        {f"{k}_tumour": v for k, v in _region_metrics(gt, pred, t1, tumour, protocol, delta).items()}
+        {f"{k}_tumour": v for k, v in _region_metrics(gt, pred, t1, tumour, max_i, protocol, delta).items()}
     )
     return out
 
 
-def score_predictions(pred_paths, stack_paths, scans, protocol="paper", delta=0.1, percentile_norm=False,
-                      reference="ce_t1"):
+def score_predictions(pred_paths, stack_paths, scans, protocol="paper", delta=0.1, reference="ce_t1"):
     """One row of :func:`scan_metrics` per scan, from synthetic NIfTIs and preprocessed stacks."""
     rows = []
     for scan, pred_path, stack_path in zip(scans, pred_paths, stack_paths):
@@ -197,6 +170,5 @@ def score_predictions(pred_paths, stack_paths, scans, protocol="paper", delta=0.
         volumes = {name: stack.to_xyz(np.asarray(stack[name])) for name in (reference, "t1", "brain_mask")}
         tumour = stack.to_xyz(np.asarray(stack["tumour_mask"])) > 0 if stack.has("tumour_mask") else None
         rows.append({"scan": scan, **scan_metrics(volumes[reference], pred, volumes["t1"],
-                                                  volumes["brain_mask"] > 0, tumour, protocol, delta,
-                                                  percentile_norm)})
+                                                  volumes["brain_mask"] > 0, tumour, protocol, delta)})
     return pd.DataFrame(rows)

@@ -128,7 +128,7 @@ def runtime_table(benchmark_paths) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def write_provenance(config: dict, path, packages=("snakemake", "torch", "antspyx", "brainextractor", "fslpy",
+def write_provenance(config: dict, path, packages=("snakemake", "torch", "antspyx", "brainextractor", "nipype",
                                                      "nibabel", "numpy", "scipy", "scikit-image", "pandas")):
     """The configuration and software versions behind every result, as an HTML page for the report."""
     versions = {"python": platform.python_version(), "platform": platform.platform()}

@@ -46,16 +46,17 @@ def test_whole_study_produces_metrics_tests_and_figures(finished_run):
     assert {"train", "test_A", "B"} <= set(split.set)
 
     metrics = pd.read_csv(results / "studies" / "baselines" / "metrics.tsv", sep="\t")
-    assert set(metrics.model) == {"unet2d", "hrfcn3d"}  # config/tiny.yaml's baselines
+    assert set(metrics.model) == {"identity", "unet2d", "hrfcn3d"}  # config/tiny.yaml's baselines + no-model
     assert all(set(metrics.scan[metrics.model == m]) == test_scans for m in metrics.model.unique())
     assert np.isfinite(metrics.psnr_brain).all() and np.isfinite(metrics.ssim_brain).all()
     b = metrics[metrics.set == "B"]
     assert np.isfinite(b.psnr_tumour).all() and metrics[metrics.set == "test_A"].psnr_tumour.isna().all()
 
     ttests = pd.read_csv(results / "studies" / "baselines" / "ttests.tsv", sep="\t")
-    assert set(zip(ttests.model_a, ttests.model_b)) == {("unet2d", "hrfcn3d")}
+    assert set(zip(ttests.model_a, ttests.model_b)) == {("identity", "unet2d"), ("identity", "hrfcn3d"),
+                                                        ("unet2d", "hrfcn3d")}
     assert set(ttests.set) == {"test_A", "B"}
-    psnr = ttests[(ttests.metric == "psnr_brain") & (ttests.set == "test_A")].iloc[0]
+    psnr = ttests[(ttests.metric == "psnr_brain") & (ttests.set == "test_A") & (ttests.model_a == "unet2d")].iloc[0]
     by_model = metrics[metrics.set == "test_A"].groupby("model").psnr_brain.mean()
     assert psnr.mean_a == pytest.approx(by_model["unet2d"]) and psnr.mean_b == pytest.approx(by_model["hrfcn3d"])
 
