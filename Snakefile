@@ -4,8 +4,11 @@
 #             -> train_stage1 -> train_stage2 -> infer -> metrics -> study tables/figures -> report
 
 import os
+import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version, update_config, validate
+
+from cesynth import configcheck
 
 min_version("9.0")
 
@@ -13,7 +16,16 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
-validate(config, "config/schema.yaml")
+# A site (or test) override named by CESYNTH_CONFIGFILE is merged after every --configfile; --config wins.
+if os.environ.get(configcheck.CONFIGFILE_ENV):
+    update_config(config, configcheck.load_override(os.environ[configcheck.CONFIGFILE_ENV]))
+    update_config(config, dict(workflow.config_settings.config))
+
+# Configuration errors stop here, one line each, before any job runs (no traceback).
+_problems = configcheck.schema_problems(config, configcheck.load_schema(os.path.join(workflow.basedir, "config/schema.yaml")))
+if _problems:
+    sys.exit("\n".join(_problems))
+validate(config, "config/schema.yaml")  # fills the schema's defaults
 
 
 include: "rules/common.smk"
@@ -40,3 +52,20 @@ rule all:
         rules.overview.output,
         rules.runtimes.output,
         rules.provenance.output,
+
+
+# Target rules besides the studies, for `snakemake targets` and the unknown-target message.
+OTHER_TARGETS = ["all", "preprocess_all", "predict", "targets"]
+
+
+rule targets:
+    """Print the studies (each a target), the models they compare and the other targets."""
+    localrule: True
+    run:
+        print(configcheck.targets_line(config, OTHER_TARGETS))
+
+
+# A mistyped study or a model name stops here with the valid names (Snakemake would only say
+# "No rule to produce").
+for _target in configcheck.unknown_targets(REQUESTED, {r.name for r in workflow.rules}):
+    sys.exit(configcheck.unknown_target_line(_target, config, OTHER_TARGETS))

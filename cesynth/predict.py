@@ -29,10 +29,14 @@ WARNING = ("SYNTHETIC contrast-enhanced T1 computed by a neural network from non
            "no contrast agent was given and this image was not acquired. Intensities are equalized "
            "to [0, 1] inside the brain, not scanner units.")
 
+NOT_CONFIGURED = ("snakemake predict: set predict.samplesheet (a TSV/CSV with columns patient, scan and one "
+                  "column per input of predict.model, e.g. t1, t2, flair; no CE-T1) and predict.model "
+                  "(a model name under models:), e.g. --configfile my_predict.yaml; see docs/predict.md")
+
+
 def not_configured(_wildcards=None):
-    raise ValueError("snakemake predict: set predict.samplesheet (a TSV/CSV with columns patient, scan and one "
-                     "column per input of predict.model, e.g. t1, t2, flair; no CE-T1) and predict.model "
-                     "(a model name under models:), e.g. --configfile my_predict.yaml; see docs/predict.md")
+    """Input function of the unconfigured predict rule (reached only where the command line is unknown)."""
+    raise ValueError(NOT_CONFIGURED)
 
 
 def load_samples(samplesheet, inputs):

@@ -4,14 +4,15 @@ import sys
 
 import pandas as pd
 
-from cesynth import study as S
+from cesynth import configcheck, study as S
 from cesynth.cohort import load_samples, load_split, tumour_mask_labels
 from cesynth.screening import screen_scans
 from cesynth.validate import InputError, check_sheet
 
 problems = S.check_config(config)
 if problems:
-    raise ValueError("config.yaml:\n" + "\n".join(f"  - {p}" for p in problems))
+    sys.exit("\n".join(f"config: {p}" for p in problems))
+REQUESTED = configcheck.requested_targets(sys.argv)
 
 REF = config["reference"]
 MODALITIES = config["modalities"]

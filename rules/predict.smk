@@ -8,7 +8,8 @@ PREDICT = config.get("predict") or {}
 if PREDICT.get("samplesheet"):
     PREDICT_MODEL = PREDICT["model"]
     if PREDICT_MODEL not in config["models"]:
-        raise ValueError(f"predict.model {PREDICT_MODEL!r} is not a model; models: {sorted(config['models'])}")
+        sys.exit(f"config: predict.model {PREDICT_MODEL!r} is not a model "
+                 f"({configcheck.did_you_mean(PREDICT_MODEL, config['models'], 'models')})")
     PREDICT_SPEC = S.model_spec(config, PREDICT_MODEL)
     PREDICT_MOVING = [m for m in PREDICT_SPEC["inputs"] if m != P.REFERENCE]
     PREDICT_SAMPLES = P.load_samples(PREDICT["samplesheet"], PREDICT_SPEC["inputs"]).set_index("scan", drop=False)
@@ -128,6 +129,8 @@ if PREDICT.get("samplesheet"):
             "../workflow_scripts/predict_synthesize.py"
 
 else:
+    if "predict" in REQUESTED:
+        sys.exit(P.NOT_CONFIGURED)
 
     rule predict:
         """Not configured: fails with what to set (predict.samplesheet, predict.model)."""

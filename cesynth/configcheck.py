@@ -1,0 +1,115 @@
+"""Configuration errors as one line each, before any job runs.
+
+The JSON schema (config/schema.yaml) refuses unknown keys at every level; a typo such as
+``training.stage1.epochz`` would otherwise be accepted silently and only change the parameters of
+every training job (so all of them rerun). Each problem names the key path and, for a near miss,
+the key that was probably meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+# Site or test override merged after every --configfile (and before --config): see README.
+CONFIGFILE_ENV = "CESYNTH_CONFIGFILE"
+
+
+def load_schema(path) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def schema_problems(config: dict, schema: dict) -> list[str]:
+    """One line per schema violation, unknown keys with a "did you mean" suggestion."""
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for error in validator.iter_errors(config):
+        where = ".".join(map(str, error.absolute_path))
+        if error.validator in ("additionalProperties", "unevaluatedProperties"):
+            known = _known_keys(error.schema, schema)
+            for key in sorted(set(error.instance) - known):
+                problems.append(unknown_key_line(f"{where}.{key}" if where else key, key, known))
+        else:
+            problems.append(f"config: {where or '(top level)'}: {error.message}")
+    return sorted(set(problems))
+
+
+def unknown_key_line(path: str, key: str, known) -> str:
+    return f"config: unknown key {path!r} ({did_you_mean(key, known, 'keys here')})"
+
+
+def did_you_mean(name: str, known, what: str) -> str:
+    """The nearest known name, else the whole list."""
+    close = closest(name, known)
+    return f"did you mean {close!r}?" if close else f"known {what}: {', '.join(sorted(known))}"
+
+
+def closest(name: str, known) -> str | None:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _known_keys(schema: dict, root: dict) -> set[str]:
+    """Property names a (sub)schema allows, following allOf and local $refs."""
+    if "$ref" in schema:
+        schema = _resolve(schema["$ref"], root)
+    keys = set(schema.get("properties", {}))
+    for part in schema.get("allOf", []):
+        keys |= _known_keys(part, root)
+    return keys
+
+
+def _resolve(ref: str, root: dict) -> dict:
+    node = root
+    for part in ref.lstrip("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def targets_line(config: dict, others) -> str:
+    """What a user can ask for: the studies (with their models) and the other target rules."""
+    studies = "; ".join(f"{s} ({', '.join(m)})" for s, m in config["studies"].items())
+    return f"studies: {studies}. models: {', '.join(config['models'])}. other targets: {', '.join(others)}"
+
+
+def unknown_target_line(target: str, config: dict, others) -> str:
+    if target in config["models"]:
+        studies = [s for s, models in config["studies"].items() if target in models]
+        return (f"{target!r} is a model, not a target: build a study that compares it "
+                f"({', '.join(studies) or 'none lists it yet: add one under studies:'}). "
+                + targets_line(config, others))
+    close = closest(target, [*config["studies"], *config["models"], *others])
+    hint = f" (did you mean {close!r}?)" if close else ""
+    return f"unknown target {target!r}{hint}. " + targets_line(config, others)
+
+
+def load_override(path) -> dict:
+    """The file named by CESYNTH_CONFIGFILE; a missing or malformed one stops with one line."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SystemExit(f"{CONFIGFILE_ENV}={path}: {e}".splitlines()[0])
+    if not isinstance(data, dict):
+        raise SystemExit(f"{CONFIGFILE_ENV}={path}: not a YAML mapping of config keys")
+    return data
+
+
+def requested_targets(argv) -> list[str]:
+    """The targets on Snakemake's command line (its own parser, profiles included); [] when this
+    process is not the snakemake command (e.g. the API), so nothing is refused by mistake."""
+    if not argv or not argv[0].endswith(("snakemake", "snakemake/__main__.py")):
+        return []
+    from snakemake.cli import parse_args
+
+    try:
+        return list(parse_args(argv[1:])[1].targets or [])
+    except (Exception, SystemExit):
+        return []
+
+
+def unknown_targets(targets, rule_names) -> list[str]:
+    """Requested names that are neither a rule nor a file path (a mistyped study or a model name)."""
+    return [t for t in targets if t not in rule_names and "/" not in t]

@@ -1,0 +1,131 @@
+"""What a user sees for a mistyped config key or target: one line, no traceback, nothing written."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from cesynth import configcheck
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+STUDIES = ("baselines", "ablation_inputs", "ablation_local_loss")  # config.yaml
+
+
+def run(workdir, *args, env=None):
+    result = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True,
+                            env={**os.environ, **(env or {})})
+    result.out = result.stdout + result.stderr
+    return result
+
+
+def own_lines(out):
+    """Output lines other than Snakemake's note that --config extends the config file."""
+    return [l for l in out.splitlines() if l.strip() and "is extended by additional config" not in l]
+
+
+def defaults():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def schema():
+    return configcheck.load_schema(REPO / "config" / "schema.yaml")
+
+
+def test_schema_refuses_unknown_keys_at_every_level_with_a_suggestion():
+    config = defaults()
+    config["modalites"] = ["t1"]                                   # top level
+    config["training"]["stage1"]["epochz"] = 3                      # through the $ref'd stage definition
+    config["models"]["hrfcn3d"]["widht"] = 0.5                      # a model entry (allOf training)
+    config["input"]["bids"] = {"root": "x", "modalities": {"t1": {"suffix": "T1w"}}, "tumor_mask": None}
+    assert configcheck.schema_problems(config, schema()) == [
+        "config: unknown key 'input.bids.tumor_mask' (did you mean 'tumour_mask'?)",
+        "config: unknown key 'modalites' (did you mean 'modalities'?)",
+        "config: unknown key 'models.hrfcn3d.widht' (did you mean 'width'?)",
+        "config: unknown key 'training.stage1.epochz' (did you mean 'epochs'?)",
+    ]
+    assert configcheck.schema_problems(defaults(), schema()) == []
+
+
+def test_a_key_far_from_any_lists_the_known_ones():
+    config = defaults()
+    config["training"]["epochs"] = "x"  # belongs under stage1/stage2
+    [line] = configcheck.schema_problems(config, schema())
+    assert line.startswith("config: unknown key 'training.epochs' (known keys here: amp, batch_size,")
+    assert "stage1, stage2" in line
+
+
+@pytest.mark.parametrize("override, line", [
+    (["demo={patiens: 3}"], "config: unknown key 'demo.patiens' (did you mean 'patients'?)"),
+    (["training={stage1: {epochz: 3}}"], "config: unknown key 'training.stage1.epochz' (did you mean 'epochs'?)"),
+    (["models={unet2d: {architecture: unet2d, inputs: [t1, t2, adc], lamdbas: 1}}"],
+     "config: unknown key 'models.unet2d.lamdbas' (known keys here: amp, architecture,"),
+    (["preprocess={shape: 48}"], "config: preprocess.shape: '48' is not of type 'array'"),
+])
+def test_config_error_is_one_line_before_any_job(tmp_path, override, line):
+    result = run(tmp_path, "--cores", "1", "--config", *override)
+    assert result.returncode != 0
+    assert "Traceback" not in result.out and "Exception" not in result.out, result.out
+    [printed] = own_lines(result.out)
+    assert printed.startswith(line), printed
+    assert not (tmp_path / "results").exists()  # nothing ran, nothing written
+
+
+def test_site_configfile_from_the_environment_is_checked_too(tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text("split: {seeed: 1}\n")
+    result = run(tmp_path, "-n", env={configcheck.CONFIGFILE_ENV: str(site)})
+    assert own_lines(result.out) == ["config: unknown key 'split.seeed' (did you mean 'seed'?)"], result.out
+    missing = run(tmp_path, "-n", env={configcheck.CONFIGFILE_ENV: str(tmp_path / "nope.yaml")})
+    assert missing.returncode != 0 and len(own_lines(missing.out)) == 1, missing.out
+    assert own_lines(missing.out)[0].startswith(f"{configcheck.CONFIGFILE_ENV}={tmp_path / 'nope.yaml'}: ")
+
+
+def test_site_configfile_is_merged_after_configfiles_and_before_config(tmp_path):
+    """CESYNTH_CONFIGFILE wins over --configfile, --config wins over it (dry run: the planned jobs)."""
+    site = tmp_path / "site.yaml"
+    site.write_text("studies: {baselines: [unet2d, unet3d], ablation_inputs: [unet2d], ablation_local_loss: [unet2d]}\n")
+    result = run(tmp_path, "baselines", "-n", "--configfile", str(REPO / "config" / "paper.yaml"),
+                 env={configcheck.CONFIGFILE_ENV: str(site)})
+    assert result.returncode == 0, result.out[-3000:]
+    trained = {m for m in defaults()["models"] if f"results/models/{m}/stage1/weights.pt" in result.out}
+    assert trained == {"unet2d", "unet3d"}  # the site file, not config.yaml's four baselines
+    result = run(tmp_path, "baselines", "-n", "--configfile", str(REPO / "config" / "paper.yaml"),
+                 "--config", "studies={baselines: [hrfcn2d]}", env={configcheck.CONFIGFILE_ENV: str(site)})
+    trained = {m for m in defaults()["models"] if f"results/models/{m}/stage1/weights.pt" in result.out}
+    assert result.returncode == 0 and trained == {"hrfcn2d"}, result.out[-3000:]
+
+
+@pytest.mark.parametrize("target, hint", [
+    ("hrfcn4d", "unknown target 'hrfcn4d' (did you mean 'hrfcn3d'?)"),
+    ("baseline", "unknown target 'baseline' (did you mean 'baselines'?)"),
+    ("hrfcn3d", "'hrfcn3d' is a model, not a target: build a study that compares it (baselines,"),
+])
+def test_unknown_target_lists_studies_and_models(tmp_path, target, hint):
+    result = run(tmp_path, target, "-n")
+    assert result.returncode != 0 and "Traceback" not in result.out, result.out
+    [printed] = own_lines(result.out)
+    assert printed.startswith(hint), printed
+    for study in STUDIES:
+        assert f"{study} (" in printed
+    models = printed.split("models: ", 1)[1].split(".", 1)[0].split(", ")
+    assert models == list(defaults()["models"])
+    assert "other targets: all, preprocess_all, predict, targets" in printed
+
+
+def test_targets_rule_prints_them(tmp_path):
+    result = run(tmp_path, "targets", "--cores", "1")
+    assert result.returncode == 0, result.out[-3000:]
+    assert "studies: baselines (unet2d, unet3d, hrfcn2d, hrfcn3d); ablation_inputs" in result.out
+    assert not (tmp_path / "results").exists()
+
+
+def test_predict_misconfiguration_is_one_line(tmp_path):
+    result = run(tmp_path, "predict", "-n")
+    assert result.returncode != 0
+    assert own_lines(result.out) == [own_lines(result.out)[0]] and "set predict.samplesheet" in result.out
+    assert "Traceback" not in result.out and "Exception" not in result.out, result.out
+    typo = run(tmp_path, "predict", "-n", "--config", "predict={samplesheet: new.tsv, model: hrfcn3}")
+    assert own_lines(typo.out) == ["config: predict.model 'hrfcn3' is not a model (did you mean 'hrfcn3d'?)"]
