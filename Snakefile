@@ -8,7 +8,7 @@ import sys
 
 from snakemake.utils import min_version, update_config, validate
 
-from cesynth import configcheck
+from cesynth import configcheck, slurmfit
 
 min_version("9.0")
 
@@ -16,9 +16,11 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
-# A site (or test) override named by CESYNTH_CONFIGFILE is merged after every --configfile; --config wins.
+# Site (or test) overrides named by CESYNTH_CONFIGFILE (files separated by ":") are merged after
+# every --configfile; --config still wins.
 if os.environ.get(configcheck.CONFIGFILE_ENV):
-    update_config(config, configcheck.load_override(os.environ[configcheck.CONFIGFILE_ENV]))
+    for _override in os.environ[configcheck.CONFIGFILE_ENV].split(os.pathsep):
+        update_config(config, configcheck.load_override(_override))
     update_config(config, dict(workflow.config_settings.config))
 
 # Configuration errors stop here, one line each, before any job runs (no traceback).
@@ -52,6 +54,15 @@ rule all:
         rules.overview.output,
         rules.runtimes.output,
         rules.provenance.output,
+
+
+onstart:
+    # On SLURM, a job no node can run would pend for ever: stop now and say which and why.
+    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        _jobs = {workflow.dag.get_job_group(j) or j for j in workflow.dag.needrun_jobs()}
+        _misfits = slurmfit.misfits(slurmfit.requests(_jobs), slurmfit.sinfo())
+        if _misfits:
+            sys.exit("\n".join(_misfits))
 
 
 # Target rules besides the studies, for `snakemake targets` and the unknown-target message.

@@ -97,17 +97,24 @@ def load_override(path) -> dict:
     return data
 
 
-def requested_targets(argv) -> list[str]:
-    """The targets on Snakemake's command line (its own parser, profiles included); [] when this
-    process is not the snakemake command (e.g. the API), so nothing is refused by mistake."""
+def command_line(argv) -> tuple[list[str], str | None]:
+    """Targets and executor of the snakemake command line (its own parser, profiles included);
+    ([], None) when this process is not the snakemake command (e.g. the API): nothing is refused
+    by mistake."""
     if not argv or not argv[0].endswith(("snakemake", "snakemake/__main__.py")):
-        return []
+        return [], None
     from snakemake.cli import parse_args
 
     try:
-        return list(parse_args(argv[1:])[1].targets or [])
+        args = parse_args(argv[1:])[1]
     except (Exception, SystemExit):
-        return []
+        return [], None
+    return list(args.targets or []), args.executor
+
+
+def on_cluster(executor: str | None) -> bool:
+    """Jobs go to a cluster (submitting process) or this is a cluster job (slurm-jobstep)."""
+    return executor not in (None, "local", "dryrun", "touch")
 
 
 def unknown_targets(targets, rule_names) -> list[str]:

@@ -170,6 +170,23 @@ def redirect_output(log_path):
             yield log
         except BaseException:
             traceback.print_exc(file=log)
+            log.flush()
+            keep_failed_log(log_path)
             raise
         finally:
             sys.stdout, sys.stderr = saved
+
+
+def keep_failed_log(log_path) -> Path:
+    """Append a failed attempt's log to ``<log>.failed``: Snakemake deletes a job's log before it
+    retries the job (--retries), and the first failure is often the informative one."""
+    import datetime
+    import socket
+
+    failed = Path(f"{log_path}.failed")
+    stamp = datetime.datetime.now().isoformat(timespec="seconds")
+    job = os.environ.get("SLURM_JOB_ID", "-")
+    with open(failed, "a") as out:
+        out.write(f"==== failed attempt: {stamp} host {socket.gethostname()} SLURM job {job}\n")
+        out.write(Path(log_path).read_text(errors="replace"))
+    return failed

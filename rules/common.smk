@@ -12,7 +12,15 @@ from cesynth.validate import InputError, check_sheet
 problems = S.check_config(config)
 if problems:
     sys.exit("\n".join(f"config: {p}" for p in problems))
-REQUESTED = configcheck.requested_targets(sys.argv)
+REQUESTED, EXECUTOR = configcheck.command_line(sys.argv)
+
+# On a cluster a scan's rules (group "scan") run as one job, which asks for the sum over the rules
+# that could run at once. Each declares scan_slots=1 and a cluster run has SCAN_SLOTS of them, so a
+# group job asks for at most 2 CPUs and 8000 MB; the group job itself recomputes the sum, so the
+# limit is set both where jobs are submitted and inside them (the profile scopes it per job).
+SCAN_SLOTS = 2
+if configcheck.on_cluster(EXECUTOR):
+    workflow.register_resource("scan_slots", SCAN_SLOTS)
 
 REF = config["reference"]
 MODALITIES = config["modalities"]

@@ -37,6 +37,8 @@ if PREDICT.get("samplesheet"):
             modalities=PREDICT_SPEC["inputs"],
             reference=P.REFERENCE,
             mask_labels=None,  # new patients come without tumour masks
+        resources:
+            scan_slots=1,  # SCAN_SLOTS, rules/common.smk
         group:
             "predict"
         log:

@@ -55,6 +55,7 @@ rule coregister:
         **config["registration"],
     threads: 1
     resources:
+        scan_slots=1,  # SCAN_SLOTS, rules/common.smk
         mem_mb=4000,
         runtime=30,
     group:
@@ -81,6 +82,7 @@ rule skullstrip:
         **config["skullstrip"],
     threads: 1
     resources:
+        scan_slots=1,  # SCAN_SLOTS, rules/common.smk
         mem_mb=4000,
         runtime=30,
     group:
@@ -113,6 +115,7 @@ rule preprocess:
         tumour_mask_labels=MASK_LABELS,
         **config["preprocess"],
     resources:
+        scan_slots=1,  # SCAN_SLOTS, rules/common.smk
         mem_mb=4000,
         runtime=15,
     group:

@@ -20,6 +20,8 @@ rule qc_scan:
         row=S.path("qc_row"),
     params:
         moving=MOVING,
+    resources:
+        scan_slots=1,  # SCAN_SLOTS, rules/common.smk
     group:
         "scan"
     conda:

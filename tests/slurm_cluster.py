@@ -191,7 +191,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 ReturnToService=2
-MinJobAge=300
+MinJobAge=3600
 SchedulerParameters=sched_interval=2
 SlurmctldParameters=enable_configless
 GresTypes=gpu

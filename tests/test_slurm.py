@@ -6,10 +6,11 @@ The preprocessing of the tiny demo cohort runs locally first (it is slow and CPU
 `split` rule (CPU) and `train_stage1` of one model (GPU) go through sbatch with the real profile,
 and a broken input makes the `validate_inputs` job fail inside SLURM.
 
-Test-only overrides of the profile: no conda (`--sdm env-modules`: no rule declares env modules, so
-nothing is deployed; the jobs use the venv of this interpreter), `--slurm-status-command squeue`
-(no accounting database here, so no sacct), a 5 s first status check, `--slurm-no-account`,
-`--retries 0`, and `--slurm-keep-successful-logs` so the logs of finished jobs can be read.
+The cluster has neither conda nor job accounting, as many small clusters: the profile needs neither
+(no conda unless `--sdm conda`; job status from squeue). The README's cluster command runs the whole
+tiny study as printed (test_readme_cluster_command_runs_the_tiny_study). Test-only overrides of the
+profile in the other tests: a 5 s first status check, `--slurm-no-account`, `--retries 0`, and
+`--slurm-keep-successful-logs` so the logs of finished jobs can be read.
 """
 
 import os
@@ -25,6 +26,7 @@ import pytest
 
 from cesynth.cohort import load_samples
 from conftest import REPO, nan_copy
+from docs_commands import SLURM_PROFILE, TINY, documented_commands, fresh_clone, run_command, user_env
 from slurm_cluster import CPU_PARTITION, GPU_PARTITION, LocalSlurm, skip_reason
 
 pytestmark = pytest.mark.slurm
@@ -38,9 +40,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 SMALL_COHORT = f"demo: {{patients: 3, followups: 0, expert_masks: 1}}\ntraining: {{threads: {TRAIN_THREADS}}}\n"
 SLURM_OVERRIDES = [
     "--profile", str(REPO / "profiles" / "slurm"),
-    "--sdm", "env-modules",
     "--retries", "0",
-    "--slurm-status-command", "squeue",
     "--slurm-no-account",
     "--slurm-keep-successful-logs",
     "--verbose",
@@ -179,7 +179,7 @@ def test_cpu_and_gpu_rules_run_through_sbatch(cluster, preprocessed):
     assert f"-p {GPU_PARTITION}" in gpu and "-t 70" in gpu and f"--mem {train_mem}" in gpu
     assert f"--cpus-per-task={min(TRAIN_THREADS, node_cpus)}" in gpu  # the rule's threads, not capped at 1
     assert "-A " not in cpu and "-A " not in gpu  # no account on this cluster
-    assert f"-D {work}" in cpu and "--deployment-method env-modules" in calls["rule_split"]
+    assert f"-D {work}" in cpu and "conda" not in calls["rule_split"]  # conda is opt-in (--sdm conda)
     assert f"{sys.executable} -m snakemake" in calls["rule_split"]
 
     # Real SLURM job ids, each with its SLURM log under .snakemake/slurm_logs/.
@@ -244,3 +244,42 @@ def test_failing_job_is_reported_with_its_slurm_log(cluster, preprocessed, tmp_p
     assert f"scan {sheet.scan[0]} ({tmp_path / 'nan_adc.nii.gz'}): adc: 1 voxel(s) are NaN" in rule_log
     assert "JobState=FAILED" in cluster.run("scontrol", "show", "job", jobid).stdout
     assert not (fail_work / "results" / "qc" / "inputs_validated.tsv").exists()
+
+
+# The README's cluster command, run as printed on the tiny study (CESYNTH_CONFIGFILE; three
+# single-scan patients so that the two CPUs of this node get through it in minutes).
+README_SLURM_COMMANDS = sorted({c for _, c in documented_commands() if SLURM_PROFILE in c})
+README_RUN_TIMEOUT_S = 1800
+
+
+@pytest.mark.parametrize("command", README_SLURM_COMMANDS)
+def test_readme_cluster_command_runs_the_tiny_study(cluster, tmp_path, command):
+    clone = fresh_clone(tmp_path / "clone")
+    (clone / "small.yaml").write_text("demo: {patients: 3, followups: 0, expert_masks: 1}\n")
+    env = user_env(clone, **{k: v for k, v in job_env(cluster).items() if k.startswith(("CESYNTH_", "SLURM_"))},
+                   CESYNTH_CONFIGFILE=f"{TINY}:small.yaml", PATH=job_env(cluster)["PATH"])
+    try:
+        result = run_command(command, clone, env, timeout=README_RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        queue = cluster.run("squeue", "-t", "all", "-o", "%i %j %T %r %C %m", check=False).stdout
+        pytest.fail(f"{command!r} did not finish in {README_RUN_TIMEOUT_S}s\nsqueue:\n{queue}\n"
+                    f"{(e.stdout or b'')[-6000:]!r}")
+    print(f"\n{command}: {result.seconds:.0f} s")
+    assert result.returncode == 0, result.out[-8000:]
+    assert "conda" not in result.out.lower().replace("conda-prefix", ""), "conda was used"
+
+    # Every study finished; the scans went through sbatch as one group job each.
+    for study in ("baselines", "ablation_inputs", "ablation_local_loss"):
+        assert (clone / "results" / "studies" / study / "summary.html").stat().st_size > 1000
+    groups = re.findall(r"Job [0-9a-f-]+ has been submitted with SLURM jobid (\d+) \(log: (\S+/group_scan/\S+)\)",
+                        result.out)
+    assert len(groups) == 3, result.out[-5000:]  # one per scan
+    node_cpus, node_mem = int(cluster.node["CPUs"]), int(cluster.node["RealMemory"])
+    for jobid, _ in groups:
+        job = cluster.run("scontrol", "show", "job", jobid).stdout
+        assert "JobState=COMPLETED" in job, job
+        cpus = int(re.search(r"NumCPUs=(\d+)", job).group(1))
+        mem = int(re.search(r"MinMemoryNode=(\d+)M", job).group(1))
+        # the profile's cap: at most two 4000 MB rules at once, within this 2-CPU node
+        assert cpus <= min(2, node_cpus) and mem <= 8000, job
+    print(f"group jobs: {len(groups)}, total sbatch jobs: {result.out.count('has been submitted with SLURM jobid')}")

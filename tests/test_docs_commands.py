@@ -1,0 +1,110 @@
+"""Every command printed in README.md and docs/*.md, run exactly as printed, in a fresh clone.
+
+The study is the test-size one: CESYNTH_CONFIGFILE=config/tiny.yaml:config/tiny_fast.yaml, which the
+Snakefile merges after the command's own --configfile files (so `--configfile config/paper.yaml`
+stays on the command line). Files a user writes are made here: `cohort.tsv` (the demo cohort's own
+scans, so the sample-sheet run reuses the demo run's work), `my_predict.yaml` and
+`new_patients.tsv` (a demo scan without its CE-T1).
+
+Where the commands run:
+- here (default suite): every command but the two below, in the order printed, in one clone. The
+  clone's `.venv` is this test's own virtual environment (requirements installed, the package taken
+  from the clone through PYTHONPATH), so the README's `.venv/bin/snakemake` line runs as printed;
+- test_install_commands (marker slow: it downloads and installs the requirements): the README's
+  install line in a clone of its own, then `bash scripts/test.sh` with PYTEST_ADDOPTS=--collect-only
+  (it would otherwise run this suite inside itself);
+- tests/test_slurm.py: the cluster command (`--profile profiles/slurm`), on a local SLURM cluster.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from cesynth.cohort import load_samples
+from docs_commands import SLURM_PROFILE, TINY, documented_commands, fresh_clone, run_command, user_env
+
+COMMANDS = documented_commands()
+INSTALL = [c for c in COMMANDS if "pip install" in c[1] or "scripts/test.sh" in c[1]]
+ON_SLURM = [c for c in COMMANDS if SLURM_PROFILE in c[1]]
+HERE = [c for c in COMMANDS if c not in INSTALL and c not in ON_SLURM]
+TIMEOUT_S = 1200
+STUDIES = ("baselines", "ablation_inputs", "ablation_local_loss")
+
+
+def test_every_documented_command_is_run_by_a_test():
+    print(f"\n{len(COMMANDS)} documented commands: {len(HERE)} run by test_documented_commands, "
+          f"{len(INSTALL)} by test_install_commands (slow), {len(ON_SLURM)} by tests/test_slurm.py")
+    assert len(COMMANDS) >= 8 and len(INSTALL) == 2 and len(ON_SLURM) >= 1
+    from test_slurm import README_SLURM_COMMANDS
+    assert sorted({c for _, c in ON_SLURM}) == README_SLURM_COMMANDS
+
+
+def test_targets_come_before_options():
+    """`--configfile a.yaml target` would read the target as a config file."""
+    for name, command in COMMANDS:
+        for part in command.split("&&"):
+            words = part.split("#")[0].split()
+            if "--configfile" in words:
+                after = words[words.index("--configfile") + 1:]
+                files = after[:next((i for i, w in enumerate(after) if w.startswith("-")), len(after))]
+                assert all(f.endswith((".yaml", ".yml", ".json")) for f in files), (name, command)
+
+
+def write_user_files(clone: Path, before: str):
+    """The files a user writes before running ``before`` (data paths only; commands stay as printed)."""
+    demo = load_samples({"source": "samplesheet", "samplesheet": str(clone / "results/demo/samples.tsv")}, {}, None)
+    relative = demo.apply(lambda col: col.map(lambda p: os.path.relpath(p, clone) if p.startswith("/") else p))
+    if "cohort.tsv" in before and not (clone / "cohort.tsv").exists():
+        relative.to_csv(clone / "cohort.tsv", sep="\t", index=False)
+    if "my_predict.yaml" in before and not (clone / "my_predict.yaml").exists():
+        new = relative.loc[[0], ["patient", "scan", "t1", "t2", "adc"]].assign(scan="NEW001_1", patient="NEW001")
+        new.to_csv(clone / "new_patients.tsv", sep="\t", index=False)
+        (clone / "my_predict.yaml").write_text(yaml.safe_dump(
+            {"predict": {"samplesheet": "new_patients.tsv", "model": "hrfcn3d"}}))
+
+
+def test_documented_commands(tmp_path):
+    clone = fresh_clone(tmp_path / "clone")
+    (clone / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    env = user_env(clone, CESYNTH_CONFIGFILE=TINY)
+    seconds = {}
+    for name, command in HERE:
+        if (clone / "results/demo/samples.tsv").exists():
+            write_user_files(clone, command)
+        result = run_command(command, clone, env, timeout=TIMEOUT_S)
+        seconds[command] = result.seconds
+        assert result.returncode == 0, f"{name}: {command}\n{result.out[-6000:]}"
+        assert "Traceback" not in result.out, f"{name}: {command}\n{result.out[-6000:]}"
+    print(f"\n{len(HERE)} documented commands ran as printed:")
+    for command, s in seconds.items():
+        print(f"  {s:6.0f} s  {command}")
+
+    results = clone / "results"
+    for study in STUDIES:  # the demo run and the sample-sheet run
+        assert (results / "studies" / study / "summary.html").stat().st_size > 1000
+    assert (results / "report.html").stat().st_size > 100_000
+    provenance = next(results.glob("**/provenance*.json"), None) or next(results.glob("**/provenance*"))
+    assert "cohort.tsv" in provenance.read_text()  # the last study run read the sample sheet
+    synth = results / "predict" / "NEW001_1" / "NEW001_1_model-hrfcn3d_desc-synthetic_ce_t1.nii.gz"
+    assert synth.stat().st_size > 1000
+    assert pd.read_csv(clone / "cohort.tsv", sep="\t").scan.tolist() == \
+        pd.read_csv(results / "demo" / "samples.tsv", sep="\t").scan.tolist()
+
+
+@pytest.mark.slow
+def test_install_commands(tmp_path):
+    """The README's install line for real (network, several minutes), then scripts/test.sh collecting."""
+    clone = fresh_clone(tmp_path / "clone")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PYTEST_ADDOPTS"] = "--collect-only -q"  # scripts/test.sh would run this suite inside itself
+    for name, command in INSTALL:
+        result = run_command(command, clone, env, timeout=3000)
+        print(f"\n{command}: {result.seconds:.0f} s")
+        assert result.returncode == 0, f"{name}: {command}\n{result.out[-6000:]}"
+    check = run_command(".venv/bin/python -c 'import cesynth, torch, ants, snakemake; print(cesynth.__file__)'",
+                        clone, env, timeout=300)
+    assert check.returncode == 0 and str(clone) in check.stdout, check.out
