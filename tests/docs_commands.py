@@ -22,6 +22,14 @@ SLURM_PROFILE = "--profile profiles/slurm"
 # The test-size study for documented commands (CESYNTH_CONFIGFILE, merged after their --configfile):
 # the smallest sizes of every rule, and the cheapest registration and skull strip.
 TINY = "config/tiny.yaml:config/tiny_fast.yaml"
+# ...with three single-scan patients (one each in train, test A and B): fewer scans to preprocess
+SMALL_COHORT = "demo: {patients: 3, followups: 0, expert_masks: 1}\n"
+
+
+def tiny_configfile(clone: Path) -> str:
+    """CESYNTH_CONFIGFILE for the documented commands: the tiny study on the small cohort."""
+    (clone / "small_cohort.yaml").write_text(SMALL_COHORT)
+    return f"{TINY}:small_cohort.yaml"
 
 
 def documented_commands() -> list[tuple[str, str]]:
