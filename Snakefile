@@ -24,7 +24,8 @@ if os.environ.get(configcheck.CONFIGFILE_ENV):
     update_config(config, dict(workflow.config_settings.config))
 
 # Configuration errors stop here, one line each, before any job runs (no traceback).
-_problems = configcheck.schema_problems(config, configcheck.load_schema(os.path.join(workflow.basedir, "config/schema.yaml")))
+_schema = configcheck.load_schema(os.path.join(workflow.basedir, "config", "schema.yaml"))
+_problems = configcheck.schema_problems(config, _schema)
 if _problems:
     sys.exit("\n".join(_problems))
 validate(config, "config/schema.yaml")  # fills the schema's defaults
