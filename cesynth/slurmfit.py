@@ -79,11 +79,11 @@ def requests(jobs) -> list[Request]:
     for job in jobs:
         res = job.resources
         if hasattr(job, "groupid"):  # a group job: Snakemake's combined request over its rules
-            scans = sorted({str(v) for j in job.jobs for v in j.wildcards_dict.values()})
+            scans = sorted({str(j.wildcards_dict.get("scan") or j.wildcards_dict.get("pscan")) for j in job.jobs})
             name = f"group job {job.groupid!r} ({', '.join(scans[:3])})"
             fix = "--resources mem_mb=N (the profile's limit per group job) or --set-threads"
         else:
-            wildcards = ", ".join(map(str, job.wildcards_dict.values()))
+            wildcards = ", ".join(f"{k}={v}" for k, v in job.wildcards_dict.items())
             name = f"rule {job.rule.name}" + (f" ({wildcards})" if wildcards else "")
             fix = f"--set-resources {job.rule.name}:mem_mb=N / --set-threads {job.rule.name}=N"
         found.append(Request(name, fix, str(res.get("slurm_partition") or ""), int(job.threads),

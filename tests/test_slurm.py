@@ -168,9 +168,10 @@ def test_cpu_and_gpu_rules_run_through_sbatch(cluster, preprocessed):
 
     # Both jobs went through sbatch, with the profile's and the rules' resources.
     calls = sbatch_calls(log)
-    assert set(calls) == {"rule_split", f"rule_train_stage1_wildcards_{MODEL}"}, list(calls)
+    train_call = f"rule_train_stage1_wildcards_{MODEL}_1"  # wildcards model, stage
+    assert set(calls) == {"rule_split", train_call}, list(calls)
     cpu = without_resources(calls["rule_split"])
-    gpu = without_resources(calls[f"rule_train_stage1_wildcards_{MODEL}"])
+    gpu = without_resources(calls[train_call])
     print(f"CPU rule: {cpu}\nGPU rule: {gpu}")
     assert f"-p {CPU_PARTITION}" in cpu and "-t 30" in cpu and "--mem 4000" in cpu
     assert "--cpus-per-task=1" in cpu and "--ntasks=1" in cpu
@@ -179,7 +180,7 @@ def test_cpu_and_gpu_rules_run_through_sbatch(cluster, preprocessed):
     assert f"-p {GPU_PARTITION}" in gpu and "-t 70" in gpu and f"--mem {train_mem}" in gpu
     assert f"--cpus-per-task={min(TRAIN_THREADS, node_cpus)}" in gpu  # the rule's threads, not capped at 1
     assert "-A " not in cpu and "-A " not in gpu  # no account on this cluster
-    assert f"-D {work}" in cpu and "conda" not in calls["rule_split"]  # conda is opt-in (--sdm conda)
+    assert f"-D {work}" in cpu and "--deployment-method conda" not in calls["rule_split"]  # opt-in: --sdm conda
     assert f"{sys.executable} -m snakemake" in calls["rule_split"]
 
     # Real SLURM job ids, each with its SLURM log under .snakemake/slurm_logs/.
@@ -270,7 +271,7 @@ def test_readme_cluster_command_runs_the_tiny_study(cluster, tmp_path, command):
     # Every study finished; the scans went through sbatch as one group job each.
     for study in ("baselines", "ablation_inputs", "ablation_local_loss"):
         assert (clone / "results" / "studies" / study / "summary.html").stat().st_size > 1000
-    groups = re.findall(r"Job [0-9a-f-]+ has been submitted with SLURM jobid (\d+) \(log: (\S+/group_scan/\S+)\)",
+    groups = re.findall(r"Job [0-9a-f-]+ has been submitted with SLURM jobid (\d+) \(log: (\S+/group_scan\S*/\S+)\)",
                         result.out)
     assert len(groups) == 3, result.out[-5000:]  # one per scan
     node_cpus, node_mem = int(cluster.node["CPUs"]), int(cluster.node["RealMemory"])
@@ -288,13 +289,17 @@ def test_a_job_no_node_can_run_stops_before_any_submission(cluster, tmp_path):
     """SLURM would accept it and leave it pending for ever; the run stops in seconds, naming it."""
     too_big = int(cluster.node["RealMemory"]) * 2
     result = snakemake(tmp_path, [REPO / "config" / "tiny.yaml"], [
-        *SLURM_OVERRIDES, "--set-resources", f"train_stage1:mem_mb={too_big}", WEIGHTS,
+        *SLURM_OVERRIDES, "--set-resources", f"train_stage1:mem_mb={too_big}",
+        "--slurm-init-seconds-before-status-checks", "5", WEIGHTS,  # a single-valued option before the target
     ], env=job_env(cluster), timeout=120, cluster=cluster)
     assert result.returncode != 0
     assert "has been submitted" not in result.out and not (tmp_path / "results").exists(), result.out[-3000:]
-    [line] = [l for l in result.out.splitlines() if l.startswith("SLURM: ")]
-    assert line.startswith(f"SLURM: rule train_stage1 ({MODEL}) asks for 1 CPUs, {too_big} MB, 1 GPUs but no node "
-                           f"of partition '{GPU_PARTITION}' has that (largest: {cluster.node['CPUs']} CPUs, "
+    lines = [l for l in result.out.splitlines() if l.startswith("SLURM: ")]
+    assert len(lines) == 1, result.out[-3000:]
+    line = lines[0]
+    # (--set-resources on the command line replaces the profile's, partition included: the default one)
+    assert line.startswith(f"SLURM: rule train_stage1 (model={MODEL}, stage=1) asks for 1 CPUs, {too_big} MB, 1 GPUs "
+                           f"but no node of partition '{CPU_PARTITION}' has that (largest: {cluster.node['CPUs']} CPUs, "
                            f"{cluster.node['RealMemory']} MB, 1 GPUs)"), line
     assert "--set-resources train_stage1:mem_mb=N" in line and "Traceback" not in result.out
     print(f"\nrefused in {result.seconds:.0f} s")
