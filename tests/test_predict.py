@@ -15,10 +15,7 @@ pytestmark = pytest.mark.skipif(not (TCGA / "t1.nii.gz").is_file(), reason="TCGA
 
 
 def predict_config(tmp_path):
-    """Tiny config with FLAIR instead of ADC everywhere, a 2-patient demo to train on, and the predict sheet."""
-    defaults = yaml.safe_load((REPO / "config.yaml").read_text())
-    tiny = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
-    models = {**defaults["models"], **tiny["models"]}
+    """Tiny config with FLAIR instead of ADC (modalities alone switch every model), a 2-patient demo to train on, and the predict sheet."""
     sheet = tmp_path / "predict.tsv"
     sheet.write_text("patient\tscan\tt1\tt2\tflair\n"
                      f"TCGA-FG-6692\tFG6692\t{TCGA / 't1.nii.gz'}\t{TCGA / 't2.nii.gz'}\t{TCGA / 'flair.nii.gz'}\n")
@@ -26,8 +23,6 @@ def predict_config(tmp_path):
     config.write_text(yaml.safe_dump({
         "modalities": ["t1", "t2", "flair"],
         "demo": {"patients": 2, "followups": 0, "expert_masks": 0},
-        "models": {name: {"inputs": ["flair" if m == "adc" else m for m in entry["inputs"]]}
-                   for name, entry in models.items()},
         "predict": {"samplesheet": str(sheet), "model": "hrfcn3d"},
     }))
     return config
