@@ -78,7 +78,29 @@ def model_settings(config: dict, model: str) -> dict:
         elif key not in TRAINING_KEYS_PER_MODEL:
             settings[key] = value
     settings["target"] = config["reference"]
+    settings["preprocessing"] = preprocessing_record(config)
     return settings
+
+
+def preprocessing_record(config: dict) -> dict:
+    """The configuration that shaped the model-space stacks, stored with the weights (model grid shape,
+    equalization, enhancement delta, modalities, reference, skull-strip and registration settings).
+    Per-scan sample-sheet overrides (skullstrip/registration columns) are not part of it."""
+    return {"modalities": list(config["modalities"]), "reference": config["reference"],
+            **{section: copy.deepcopy(config[section]) for section in ("preprocess", "skullstrip", "registration")}}
+
+
+def record_differences(trained: dict | None, current: dict) -> list[str]:
+    """Dotted keys where two :func:`preprocessing_record` values differ, with both values."""
+    def flat(record, prefix=""):
+        out = {}
+        for key, value in (record or {}).items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    a, b = flat(trained), flat(current)
+    return [f"{key}: {a.get(key, '(not set)')!r} in the weights, {b.get(key, '(not set)')!r} here"
+            for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
 
 
 def model_inputs(config: dict, model: str) -> list[str]:

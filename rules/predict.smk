@@ -128,6 +128,7 @@ if PREDICT.get("samplesheet"):
                 "model": config["models"][PREDICT_MODEL],
                 **{k: config[k] for k in ("registration", "skullstrip", "preprocess", "inference")},
             },
+            preprocessing=S.preprocessing_record(config),
             device=S.model_settings(config, PREDICT_MODEL)["device"],
             amp=S.model_settings(config, PREDICT_MODEL)["amp"],
             **config["inference"],

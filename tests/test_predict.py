@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -57,6 +58,19 @@ def test_predict_without_contrast_on_a_real_case(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     stack = json.loads((out / "preproc" / "FG6692_desc-preproc.json").read_text())
     assert stack["channels"] == ["t1", "t2", "flair", "brain_mask"]  # t1 once, no enhancement mask
+
+    # weights brought from elsewhere, trained on [32, 32, 32] stacks, are refused by a run that preprocesses to
+    # another shape, naming the key; nothing is written
+    site_weights = tmp_path / "site_weights.pt"
+    shutil.copyfile(weights, site_weights)
+    other = tmp_path / "other_shape.yaml"
+    other.write_text(yaml.safe_dump({"preprocess": {"shape": [32, 32, 40]}, "predict": {"weights": str(site_weights)}}))
+    result = snakemake(work, "--configfile", str(REPO / "config" / "tiny.yaml"), str(predict_config(tmp_path)),
+                       str(other), "--cores", "2", "predict", check=False)
+    log = (work / "results" / "logs" / "predict_synthesize" / "FG6692.log").read_text()
+    assert result.returncode != 0 and "trained with another preprocessing than this run's config" in log
+    assert "preprocess.shape: [32, 32, 32] in the weights, [32, 32, 40] here" in log
+    assert not (out / "FG6692_model-hrfcn3d_desc-synthetic_ce_t1.nii.gz").exists()
 
 
 def test_predict_target_without_a_sheet_says_what_to_configure(tmp_path):
