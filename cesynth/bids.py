@@ -144,7 +144,8 @@ def brats_release(root) -> str:
     found = set()
     for case in _brats_cases(root):
         for release, spec in BRATS_RELEASES.items():
-            if any((case / f"{case.name}{spec['sep']}{name}.nii.gz").is_file() for name in ("seg", spec["files"]["t1"])):
+            names = ("seg", spec["files"]["t1"])
+            if any((case / f"{case.name}{spec['sep']}{name}.nii.gz").is_file() for name in names):
                 found.add(release)
                 break
     if len(found) != 1:

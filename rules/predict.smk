@@ -50,15 +50,8 @@ if PREDICT.get("samplesheet"):
             image=S.path("predict_coregistered"),
             transform=S.path("predict_transform"),
             qc=S.path("predict_coreg_qc"),
-<<<<<<< HEAD
-=======
         params:
             settings=config["registration"],
-        threads: 1
-        resources:
-            mem_mb=4000,
-            runtime=30,
->>>>>>> ac0a37b (Already-preprocessed inputs: skullstrip backend none (nonzero mask, refuses a whole head), registration transform none (grid checked, identity transform), per-scan sample-sheet columns skullstrip/registration; input.source brats (2021 and 2023+ names, core labels per release); UCSF-PDGM and BraTS presets skip both steps (#15))
         group:
             "predict"
         log:
@@ -73,15 +66,8 @@ if PREDICT.get("samplesheet"):
         output:
             mask=S.path("predict_brain_mask"),
             qc=S.path("predict_skullstrip_qc"),
-<<<<<<< HEAD
-=======
         params:
             settings=config["skullstrip"],
-        threads: 1
-        resources:
-            mem_mb=4000,
-            runtime=30,
->>>>>>> ac0a37b (Already-preprocessed inputs: skullstrip backend none (nonzero mask, refuses a whole head), registration transform none (grid checked, identity transform), per-scan sample-sheet columns skullstrip/registration; input.source brats (2021 and 2023+ names, core labels per release); UCSF-PDGM and BraTS presets skip both steps (#15))
         group:
             "predict"
         log:
