@@ -22,6 +22,9 @@ SMALL = {
     "input": {"samplesheet": str(REPO / "config" / "real" / "samples.tsv")},  # absolute: the test runs elsewhere
     "split": {"table": str(REPO / "config" / "real" / "split.tsv")},
     "preprocess": {"shape": [48, 48, 32]},
+    # coarser registration and BET of the raw case: the test checks that they run, docs/real.md how well
+    "registration": {"iterations": [100, 50, 20, 0], "finest_mm": 4.0},
+    "skullstrip": {"iso_mm": 3.0, "iterations": 300},
     "training": {"device": "cpu", "width": 0.0625, "batch_size": 2, "patch": [3, 32, 32], "steps_per_epoch": 3,
                  "stage1": {"epochs": 1}, "stage2": {"epochs": 1}},
     "studies": {"baselines": ["unet2d", "hrfcn3d"]},
