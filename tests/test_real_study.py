@@ -62,7 +62,7 @@ def test_real_study_runs_on_mixed_raw_and_preprocessed_scans(tmp_path):
         assert qc["transform"] == "rigid" and qc["mutual_information_after"] > qc["mutual_information_before"]
 
     metrics = pd.read_csv(results / "studies" / "baselines" / "metrics.tsv", sep="\t")
-    assert set(metrics.model) == {"unet2d", "hrfcn3d"} and set(metrics.scan) == {"BraTS-GLI-00001-000"}
+    assert set(metrics.model) == {"identity", "unet2d", "hrfcn3d"} and set(metrics.scan) == {"BraTS-GLI-00001-000"}
     assert np.isfinite(metrics.psnr_brain).all() and metrics.ssim_brain.between(-1, 1).all()
     assert metrics.psnr_tumour.isna().all()  # no tumour masks, no set B
 
