@@ -16,7 +16,8 @@ pytestmark = pytest.mark.skipif(not (TCGA / "t1.nii.gz").is_file(), reason="TCGA
 
 
 def predict_config(tmp_path):
-    """Tiny config with FLAIR instead of ADC (modalities alone switch every model), a 2-patient demo to train on, and the predict sheet."""
+    """Tiny config with FLAIR instead of ADC (modalities alone switch every model), a 2-patient demo to train
+    on, and the predict sheet."""
     sheet = tmp_path / "predict.tsv"
     sheet.write_text("patient\tscan\tt1\tt2\tflair\n"
                      f"TCGA-FG-6692\tFG6692\t{TCGA / 't1.nii.gz'}\t{TCGA / 't2.nii.gz'}\t{TCGA / 'flair.nii.gz'}\n")
