@@ -1,4 +1,4 @@
-"""Sample tables from a BIDS dataset or a UCSF-PDGM release, read by file name (no pybids needed).
+"""Sample tables from a BIDS dataset, a UCSF-PDGM or a BraTS release, read by file name (no pybids needed).
 
 Both give the same table as a sample sheet (:func:`cesynth.cohort.load_samples`): patient, scan,
 one path column per modality, tumour_mask ('' when none). A modality that is not found gets the
@@ -99,6 +99,9 @@ UCSF_PDGM_FILES = {"t1": "T1", "ce_t1": "T1c", "t2": "T2", "flair": "FLAIR", "ad
                    "dwi": "DWI"}
 UCSF_PDGM_SEGMENTATION = "tumor_segmentation"
 UCSF_PDGM_TUMOUR_LABELS = [1, 4]
+# Curated releases come co-registered and skull-stripped: their scans skip both steps (the per-scan columns
+# of cesynth.validate.SCAN_OPTIONS), which then check that this holds (same grid; a brain, not a head).
+PREPROCESSED = {"skullstrip": "none", "registration": "none"}
 
 
 def ucsf_pdgm_table(root) -> pd.DataFrame:
@@ -110,7 +113,59 @@ def ucsf_pdgm_table(root) -> pd.DataFrame:
         scan = folder.name[: -len("_nifti")]
         mask = folder / f"{scan}_{UCSF_PDGM_SEGMENTATION}.nii.gz"
         rows.append({"patient": scan, "scan": scan, "tumour_mask": str(mask) if mask.is_file() else "",
-                     **{m: str(folder / f"{scan}_{name}.nii.gz") for m, name in UCSF_PDGM_FILES.items()}})
+                     **{m: str(folder / f"{scan}_{name}.nii.gz") for m, name in UCSF_PDGM_FILES.items()},
+                     **PREPROCESSED})
     if not rows:
         raise ValueError(f"UCSF-PDGM: no <id>_nifti folders under {root}")
+    return pd.DataFrame(rows)
+
+
+# BraTS (adult glioma and the later BraTS cohorts): one folder per case, co-registered to SRI24 and
+# skull-stripped, 240 x 240 x 155 at 1 mm. Two naming schemes:
+#   2021 (and 2018-2020):  <case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz, seg labels 1 NCR/NET, 2 ED, 4 ET
+#   2023 and later:        <case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz, seg labels 1 NCR, 2 ED/SNFH, 3 ET
+# Tumour = the tumour core (necrosis + enhancing tumour), as for UCSF-PDGM: what is outlined on the CE-T1.
+BRATS_RELEASES = {
+    "2023": {"sep": "-", "files": {"t1": "t1n", "ce_t1": "t1c", "t2": "t2w", "flair": "t2f"}, "labels": [1, 3]},
+    "2021": {"sep": "_", "files": {"t1": "t1", "ce_t1": "t1ce", "t2": "t2", "flair": "flair"}, "labels": [1, 4]},
+}
+_BRATS_TIMEPOINT = re.compile(r"-\d{3}$")  # BraTS-GLI-00001-000: patient 00001, time point 000
+
+
+def _brats_cases(root: Path) -> list[Path]:
+    cases = sorted(d for d in Path(root).iterdir() if d.is_dir())
+    if not cases:
+        raise ValueError(f"BraTS: no case folders under {root}")
+    return cases
+
+
+def brats_release(root) -> str:
+    """Which naming scheme a BraTS folder uses ("2021" or "2023"), from its cases' seg or T1 file names."""
+    found = set()
+    for case in _brats_cases(root):
+        for release, spec in BRATS_RELEASES.items():
+            names = ("seg", spec["files"]["t1"])
+            if any((case / f"{case.name}{spec['sep']}{name}.nii.gz").is_file() for name in names):
+                found.add(release)
+                break
+    if len(found) != 1:
+        raise ValueError(f"BraTS: {root} holds " + ("cases of both naming schemes (2021: <case>_t1.nii.gz, 2023+: "
+                         "<case>-t1n.nii.gz); use one release per root" if found else
+                         "no case with <case>_t1.nii.gz (2021) or <case>-t1n.nii.gz (2023+) files"))
+    return found.pop()
+
+
+def brats_table(root) -> pd.DataFrame:
+    """Sample table of a BraTS release folder: scan = case folder; patient = the case without its time point
+    (2023+: BraTS-GLI-00001-000 -> BraTS-GLI-00001); modalities t1, ce_t1, t2, flair; tumour_mask = seg where
+    present (validation cases have none); already co-registered and skull-stripped (:data:`PREPROCESSED`)."""
+    release = brats_release(root)
+    spec = BRATS_RELEASES[release]
+    rows = []
+    for case in _brats_cases(root):
+        seg = case / f"{case.name}{spec['sep']}seg.nii.gz"
+        patient = _BRATS_TIMEPOINT.sub("", case.name) if release == "2023" else case.name
+        rows.append({"patient": patient, "scan": case.name, "tumour_mask": str(seg) if seg.is_file() else "",
+                     **{m: str(case / f"{case.name}{spec['sep']}{name}.nii.gz") for m, name in spec["files"].items()},
+                     **PREPROCESSED})
     return pd.DataFrame(rows)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from . import bids, demo
-from .validate import InputError, Problem
+from .validate import SCAN_OPTIONS, InputError, Problem
 
 SETS = ("train", "test_A", "B")
 
@@ -26,13 +26,15 @@ def load_samples(input_cfg: dict, demo_cfg: dict, demo_dir) -> pd.DataFrame:
         return bids.bids_table(input_cfg["bids"])
     if input_cfg["source"] == "ucsf_pdgm":
         return bids.ucsf_pdgm_table(input_cfg["ucsf_pdgm"]["root"])
+    if input_cfg["source"] == "brats":
+        return bids.brats_table(input_cfg["brats"]["root"])
     path = Path(input_cfg["samplesheet"])
     sep = "," if path.suffix.lower() == ".csv" else "\t"
     table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     if "tumour_mask" not in table.columns:
         table["tumour_mask"] = ""
     base = path.parent  # relative paths in a sheet are relative to the sheet
-    for column in table.columns.difference(["patient", "scan"]):
+    for column in table.columns.difference(["patient", "scan", *SCAN_OPTIONS]):
         table[column] = [str(base / p) if p and not Path(p).is_absolute() else p for p in table[column]]
     return table
 
@@ -41,6 +43,8 @@ def tumour_mask_labels(input_cfg: dict) -> list[int] | None:
     """Labels that are tumour when masks are label maps (None: masks are 0/1)."""
     if input_cfg.get("tumour_mask_labels"):
         return list(input_cfg["tumour_mask_labels"])
+    if input_cfg["source"] == "brats":
+        return bids.BRATS_RELEASES[bids.brats_release(input_cfg["brats"]["root"])]["labels"]
     return bids.UCSF_PDGM_TUMOUR_LABELS if input_cfg["source"] == "ucsf_pdgm" else None
 
 

@@ -22,6 +22,7 @@ from .io import Stack, save_nifti, write_json
 from .plots import prediction_panel
 from .device import select_device
 from .weights import load_weights
+from .study import record_differences
 from .validate import InputError, check_sheet
 
 REFERENCE = "t1"  # the registration and grid reference of a patient without CE-T1
@@ -69,18 +70,32 @@ def to_native(volume_xyz: np.ndarray, model_affine: np.ndarray, native_path) -> 
     return out.astype(np.float32), native.affine
 
 
+def check_preprocessing(weights, payload: dict, preprocessing: dict) -> None:
+    """Refuse weights trained on stacks preprocessed otherwise than this run's (``preprocessing``:
+    :func:`cesynth.study.preprocessing_record` of the config), naming every differing key."""
+    if payload.get("preprocessing") is None:
+        raise ValueError(f"{weights}: the weights do not record the preprocessing they were trained with "
+                         "(written by an older cesynth); retrain them")
+    differences = record_differences(payload["preprocessing"], preprocessing)
+    if differences:
+        raise ValueError(f"{weights}: trained with another preprocessing than this run's config; use the "
+                         "training's settings (or retrain):\n" + "\n".join(f"  - {d}" for d in differences))
+
+
 def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack_path, t1_path, inputs: dict,
-                 settings: dict, out: dict, stride=1, batch_size=4, device="auto", amp=True,
+                 settings: dict, preprocessing: dict, out: dict, stride=1, batch_size=4, device="auto", amp=True,
                  cpu_bf16=False) -> dict:
     """Synthesize one patient's CE-T1 and write ``out``: synth (native T1 grid), synth_model, sidecar, panel.
 
-    ``settings`` (the configuration sections that shaped the result) goes into the sidecar verbatim.
+    ``settings`` (the configuration sections that shaped the result) goes into the sidecar verbatim;
+    ``preprocessing`` must equal what the weights were trained with (:func:`check_preprocessing`).
     """
     device = select_device(device)
     model, payload = load_weights(weights, device)
     if payload["model_spec"] != model_spec:
         raise ValueError(f"{weights}: weights are of model {payload['model_spec']}, but predict.model "
                          f"{model_name!r} is configured as {model_spec}")
+    check_preprocessing(weights, payload, preprocessing)
     pred = synthesize_scan(model, payload, stack_path, out["synth_model"], stride, batch_size, device, amp,
                            cpu_bf16=cpu_bf16)
     stack = Stack(stack_path)

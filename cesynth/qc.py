@@ -114,6 +114,7 @@ def scan_row(scan, skullstrip_qc_path, coreg_qc_paths: dict) -> dict:
         qc = read_json(path)
         row[f"{mod}_mi_before"] = float(qc["mutual_information_before"])
         row[f"{mod}_mi_after"] = float(qc["mutual_information_after"])
+        row[f"{mod}_transform"] = qc.get("transform", "")
     return row
 
 
@@ -128,8 +129,9 @@ def flag_cohort(table: pd.DataFrame, volume_tolerance=0.25) -> pd.DataFrame:
             flags[i].append(f"brain volume {dev:+.0%} vs median")
     for col in [c for c in out.columns if c.endswith("_mi_after")]:
         mod = col[: -len("_mi_after")]
-        for i, (before, after) in enumerate(zip(out[f"{mod}_mi_before"], out[col], strict=True)):
-            if not after > before:
+        transforms = out.get(f"{mod}_transform", [""] * len(out))
+        for i, (before, after, transform) in enumerate(zip(out[f"{mod}_mi_before"], out[col], transforms, strict=True)):
+            if transform != "none" and not after > before:  # "none": kept on its grid, nothing to improve
                 flags[i].append(f"{mod}: MI not improved")
     out["flags"] = ["; ".join(f) for f in flags]
     return out

@@ -16,9 +16,12 @@ import tempfile
 import time
 
 import ants
+import nibabel as nib
+import numpy as np
 from ants.internal import get_lib_fn, get_pointer_string
 
 from cesynth.io import atomic_output
+from cesynth.validate import InputError, Problem
 
 _TRANSFORMS = {"rigid": ("Rigid",), "affine": ("Rigid", "Affine")}
 
@@ -29,6 +32,9 @@ SHRINK_FACTORS = (8, 4, 2, 1)
 SMOOTHING_VOX = (3, 2, 1, 0)
 ITERATIONS = (200, 100, 50, 20)  # ANTs converges (1e-6 over 10 steps) before these on every test case
 _MI_BINS = 32
+# transform "none": an input counts as on the reference grid when its affine matches to this (mm; the
+# float32 NIfTI header rounds at ~1e-5 mm).
+GRID_TOLERANCE_MM = 1e-3
 
 
 def _read_float(path) -> ants.ANTsImage:
@@ -140,6 +146,44 @@ def _check_settings(moving_path, transform, seed, backend):
     if backend == "ants-cli" and shutil.which("antsRegistration") is None:
         raise RuntimeError(f"{moving_path}: registration.backend 'ants-cli' needs antsRegistration (ANTs) on the "
                            "PATH; it is not there (backend 'antspyx' needs nothing installed)")
+
+
+def coregister(scan, moving_path, reference_path, out_image_path, out_transform_path, transform="rigid",
+               **options) -> dict:
+    """Bring one input onto the reference grid: :func:`register_to_reference`, or for ``transform="none"``
+    (inputs already co-registered, e.g. BraTS) :func:`keep_on_grid`; the outputs are the same files."""
+    if transform == "none":
+        return keep_on_grid(scan, moving_path, reference_path, out_image_path, out_transform_path)
+    return register_to_reference(moving_path, reference_path, out_image_path, out_transform_path,
+                                 transform=transform, **options)
+
+
+def keep_on_grid(scan, moving_path, reference_path, out_image_path, out_transform_path,
+                 tolerance_mm=GRID_TOLERANCE_MM) -> dict:
+    """An input that is already on the reference grid: check it, write it unchanged (as float) and an
+    identity ``.mat``, so that every later step reads the same files as after a registration.
+
+    Refuses (:class:`InputError` naming the scan and file) an input whose shape or affine differs.
+    """
+    t0 = time.perf_counter()
+    moving, reference = nib.load(str(moving_path)), nib.load(str(reference_path))
+    if moving.shape[:3] != reference.shape[:3]:
+        raise InputError([Problem(scan, str(moving_path), f"registration 'none' needs the input on the reference "
+                                  f"grid, but its shape {moving.shape[:3]} differs from {reference_path}'s "
+                                  f"{reference.shape[:3]}; register it (registration: rigid)")])
+    offset = float(np.abs(moving.affine - reference.affine).max())
+    if offset > tolerance_mm:
+        raise InputError([Problem(scan, str(moving_path), f"registration 'none' needs the input on the reference "
+                                  f"grid, but its affine differs from {reference_path}'s by up to {offset:.3g} "
+                                  f"(tolerance {tolerance_mm} mm); register it (registration: rigid)")])
+    fixed, image = _read_float(reference_path), _read_float(moving_path)
+    with atomic_output(out_transform_path) as tmp:
+        ants.write_transform(ants.create_ants_transform(transform_type="AffineTransform", dimension=3), str(tmp))
+    with atomic_output(out_image_path) as tmp:
+        ants.image_write(image, str(tmp))
+    mi = mutual_information(fixed, image)
+    return {"transform": "none", "mutual_information_before": mi, "mutual_information_after": mi,
+            "seconds": time.perf_counter() - t0}
 
 
 def _run_antspyx(fixed, moving, stages, seed, sampling, prefix):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 
-TRAINING_KEYS_PER_MODEL = ("architecture", "inputs", "stage1_from")
+TRAINING_KEYS_PER_MODEL = ("architecture", "inputs", "inputs_first", "stage1_from")
 # The no-model baseline of every study: the preprocessed T1 itself as the synthetic CE-T1.
 IDENTITY = "identity"
 
@@ -78,13 +78,44 @@ def model_settings(config: dict, model: str) -> dict:
         elif key not in TRAINING_KEYS_PER_MODEL:
             settings[key] = value
     settings["target"] = config["reference"]
+    settings["preprocessing"] = preprocessing_record(config)
     return settings
+
+
+def preprocessing_record(config: dict) -> dict:
+    """The configuration that shaped the model-space stacks, stored with the weights (model grid shape,
+    equalization, enhancement delta, modalities, reference, skull-strip and registration settings).
+    Per-scan sample-sheet overrides (skullstrip/registration columns) are not part of it."""
+    return {"modalities": list(config["modalities"]), "reference": config["reference"],
+            **{section: copy.deepcopy(config[section]) for section in ("preprocess", "skullstrip", "registration")}}
+
+
+def record_differences(trained: dict | None, current: dict) -> list[str]:
+    """Dotted keys where two :func:`preprocessing_record` values differ, with both values."""
+    def flat(record, prefix=""):
+        out = {}
+        for key, value in (record or {}).items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    a, b = flat(trained), flat(current)
+    return [f"{key}: {a.get(key, '(not set)')!r} in the weights, {b.get(key, '(not set)')!r} here"
+            for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+
+
+def model_inputs(config: dict, model: str) -> list[str]:
+    """A model's input sequences: its ``inputs``, else the first ``inputs_first`` of ``modalities``, else all
+    of them (so that changing ``modalities`` switches every model that does not name its own)."""
+    entry = config["models"][model]
+    if "inputs" in entry:
+        return list(entry["inputs"])
+    return list(config["modalities"])[: entry.get("inputs_first")]
 
 
 def model_spec(config: dict, model: str) -> dict:
     entry = config["models"][model]
     width = entry.get("width", config["training"]["width"])
-    return {"architecture": entry["architecture"], "inputs": list(entry["inputs"]), "width": width}
+    return {"architecture": entry["architecture"], "inputs": model_inputs(config, model), "width": width}
 
 
 def study_models(config: dict, study: str) -> list[str]:
@@ -118,10 +149,16 @@ def check_config(config: dict) -> list[str]:
     if "t1" not in modalities:
         problems.append(f"modalities {sorted(modalities)} must include t1 (local loss and the {IDENTITY} baseline)")
     for name, entry in config["models"].items():
-        unknown = [m for m in entry["inputs"] if m not in modalities]
+        if "inputs" in entry and "inputs_first" in entry:
+            problems.append(f"model {name}: give inputs or inputs_first, not both")
+        if entry.get("inputs_first", 0) > len(modalities):
+            problems.append(f"model {name}: inputs_first {entry['inputs_first']} exceeds the {len(modalities)} "
+                            f"modalities {config['modalities']}")
+        inputs = model_inputs(config, name)
+        unknown = [m for m in inputs if m not in modalities]
         if unknown:
             problems.append(f"model {name}: inputs {unknown} are not among modalities {sorted(modalities)}")
-        if "t1" not in entry["inputs"]:
+        if "t1" not in inputs:
             problems.append(f"model {name}: the local loss needs t1 among the inputs (M = CE-T1 - T1 > delta)")
         owner = entry.get("stage1_from")
         if owner is not None:

@@ -24,6 +24,11 @@ import pandas as pd
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 VOXEL_MM_RANGE = (0.1, 10.0)
+# Optional per-scan columns of the sample table: column -> (the setting of that config section it overrides
+# for this scan, allowed values); empty = the configured one. E.g. a cohort mixing raw scans with already
+# skull-stripped, co-registered ones (config/real/samples.tsv; docs/inputs.md).
+SCAN_OPTIONS = {"skullstrip": ("backend", ("auto", "fsl", "python", "none")),
+                "registration": ("transform", ("rigid", "affine", "none"))}
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,11 @@ def check_sheet(table: pd.DataFrame, modalities: list[str], check_exists=True) -
                                                    "'.', '_' and '-' (it becomes part of file names and commands)"))
     for scan in table.scan[table.scan.duplicated()].unique():
         problems.append(Problem(scan, "", "scan id appears more than once in the sample sheet"))
+    for column, (key, allowed) in SCAN_OPTIONS.items():
+        for scan, value in zip(table.scan, table.get(column, [""] * len(table)), strict=True):
+            if _path_value(value) not in ("", *allowed):
+                problems.append(Problem(scan, "", f"{column} {value!r} is not one of {allowed} (the {column}.{key} "
+                                                  "of this scan; empty = the configured one)"))
     if check_exists:
         for row in table.itertuples(index=False):
             for column in [*modalities, "tumour_mask"]:
@@ -96,8 +106,17 @@ def check_files(table: pd.DataFrame, modalities: list[str], reference: str, mask
 
 
 def _path(row, column) -> str:
-    value = getattr(row, column, "")
+    return _path_value(getattr(row, column, ""))
+
+
+def _path_value(value) -> str:
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+
+
+def scan_settings(config: dict, sample, section: str) -> dict:
+    """``config[section]`` with this scan's own value of the :data:`SCAN_OPTIONS` column, if it has one."""
+    key, _ = SCAN_OPTIONS[section]
+    return {**config[section], key: _path_value(sample.get(section)) or config[section][key]}
 
 
 def _open(path):

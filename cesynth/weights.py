@@ -2,7 +2,9 @@
 
 Written by training at the end of a stage, read by the next stage (initial weights), by inference
 and by prediction. A payload holds ``state_dict``, ``model_spec`` (architecture, inputs, width),
-``target``, ``patch`` (the training block, whose depth is the inference window) and ``history``.
+``target``, ``patch`` (the training block, whose depth is the inference window), ``history`` and
+``preprocessing`` (what the training stacks went through, :func:`cesynth.study.preprocessing_record`;
+prediction refuses weights whose record differs from its configuration).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ def new_model(model_spec: dict) -> torch.nn.Module:
 
 def save_weights(model, model_spec, training, history, path):
     payload = {"state_dict": model.state_dict(), "model_spec": model_spec, "target": training["target"],
-               "patch": list(training["patch"]), "history": history}
+               "patch": list(training["patch"]), "history": history, "preprocessing": training.get("preprocessing")}
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
 

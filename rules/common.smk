@@ -7,7 +7,7 @@ import pandas as pd
 from cesynth import configcheck, study as S
 from cesynth.cohort import load_samples, load_split, tumour_mask_labels
 from cesynth.screening import screen_scans
-from cesynth.validate import InputError, check_sheet
+from cesynth.validate import InputError, check_sheet, scan_settings
 
 problems = S.check_config(config)
 if problems:

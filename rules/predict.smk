@@ -53,6 +53,8 @@ if PREDICT.get("samplesheet"):
             image=S.path("predict_coregistered"),
             transform=S.path("predict_transform"),
             qc=S.path("predict_coreg_qc"),
+        params:
+            settings=config["registration"],
         group:
             "predict"
         log:
@@ -67,6 +69,8 @@ if PREDICT.get("samplesheet"):
         output:
             mask=S.path("predict_brain_mask"),
             qc=S.path("predict_skullstrip_qc"),
+        params:
+            settings=config["skullstrip"],
         group:
             "predict"
         log:
@@ -113,6 +117,7 @@ if PREDICT.get("samplesheet"):
                 "model": config["models"][PREDICT_MODEL],
                 **{k: config[k] for k in ("registration", "skullstrip", "preprocess", "inference")},
             },
+            preprocessing=S.preprocessing_record(config),
             device=S.model_settings(config, PREDICT_MODEL)["device"],
             amp=S.model_settings(config, PREDICT_MODEL)["amp"],
             **config["inference"],

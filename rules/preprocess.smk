@@ -42,7 +42,8 @@ rule validate_inputs:
 
 
 rule coregister:
-    """Register one input modality onto the reference (CE-T1) with ANTs, resampled to its grid."""
+    """Register one input modality onto the reference (CE-T1) with ANTs, resampled to its grid (transform
+    none: check that it is on that grid already, identity transform)."""
     input:
         moving=lambda w: raw(w.scan, w.mod),
         reference=lambda w: raw(w.scan, REF),
@@ -52,7 +53,7 @@ rule coregister:
         transform=S.path("transform"),
         qc=S.path("coreg_qc"),
     params:
-        **config["registration"],
+        settings=lambda w: scan_settings(config, SAMPLES.loc[w.scan], "registration"),
     threads: 1
     resources:
         scan_slots=1,  # SCAN_SLOTS, rules/common.smk
@@ -71,7 +72,8 @@ rule coregister:
 
 
 rule skullstrip:
-    """Brain mask of the reference: FSL BET when installed, else the pure-Python BET."""
+    """Brain mask of the reference: FSL BET when installed, else the pure-Python BET (backend none: the
+    nonzero voxels of an already skull-stripped reference)."""
     input:
         reference=lambda w: raw(w.scan, REF),
         validated=S.path("validated"),
@@ -79,7 +81,7 @@ rule skullstrip:
         mask=S.path("brain_mask"),
         qc=S.path("skullstrip_qc"),
     params:
-        **config["skullstrip"],
+        settings=lambda w: scan_settings(config, SAMPLES.loc[w.scan], "skullstrip"),
     threads: 1
     resources:
         scan_slots=1,  # SCAN_SLOTS, rules/common.smk

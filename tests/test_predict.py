@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -15,10 +16,8 @@ pytestmark = pytest.mark.skipif(not (TCGA / "t1.nii.gz").is_file(), reason="TCGA
 
 
 def predict_config(tmp_path):
-    """Tiny config with FLAIR instead of ADC everywhere, a 2-patient demo to train on, and the predict sheet."""
-    defaults = yaml.safe_load((REPO / "config.yaml").read_text())
-    tiny = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
-    models = {**defaults["models"], **tiny["models"]}
+    """Tiny config with FLAIR instead of ADC (modalities alone switch every model), a 2-patient demo to train
+    on, and the predict sheet."""
     sheet = tmp_path / "predict.tsv"
     sheet.write_text("patient\tscan\tt1\tt2\tflair\n"
                      f"TCGA-FG-6692\tFG6692\t{TCGA / 't1.nii.gz'}\t{TCGA / 't2.nii.gz'}\t{TCGA / 'flair.nii.gz'}\n")
@@ -26,8 +25,6 @@ def predict_config(tmp_path):
     config.write_text(yaml.safe_dump({
         "modalities": ["t1", "t2", "flair"],
         "demo": {"patients": 2, "followups": 0, "expert_masks": 0},
-        "models": {name: {"inputs": ["flair" if m == "adc" else m for m in entry["inputs"]]}
-                   for name, entry in models.items()},
         "predict": {"samplesheet": str(sheet), "model": "hrfcn3d"},
     }))
     return config
@@ -62,6 +59,19 @@ def test_predict_without_contrast_on_a_real_case(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     stack = json.loads((out / "preproc" / "FG6692_desc-preproc.json").read_text())
     assert stack["channels"] == ["t1", "t2", "flair", "brain_mask"]  # t1 once, no enhancement mask
+
+    # weights brought from elsewhere, trained on [32, 32, 32] stacks, are refused by a run that preprocesses to
+    # another shape, naming the key; nothing is written
+    site_weights = tmp_path / "site_weights.pt"
+    shutil.copyfile(weights, site_weights)
+    other = tmp_path / "other_shape.yaml"
+    other.write_text(yaml.safe_dump({"preprocess": {"shape": [32, 32, 40]}, "predict": {"weights": str(site_weights)}}))
+    result = snakemake(work, "--configfile", str(REPO / "config" / "tiny.yaml"), str(predict_config(tmp_path)),
+                       str(other), "--cores", "2", "predict", check=False)
+    log = (work / "results" / "logs" / "predict_synthesize" / "FG6692.log").read_text()
+    assert result.returncode != 0 and "trained with another preprocessing than this run's config" in log
+    assert "preprocess.shape: [32, 32, 32] in the weights, [32, 32, 40] here" in log
+    assert not (out / "FG6692_model-hrfcn3d_desc-synthetic_ce_t1.nii.gz").exists()
 
 
 def test_predict_target_without_a_sheet_says_what_to_configure(tmp_path):

@@ -35,9 +35,11 @@ def test_scan_panel_writes_png(tmp_path):
 
 def test_scan_row_reads_rule_json(tmp_path):
     write_json({"backend": "python", "volume_ml": 1400.5, "seconds": 3}, tmp_path / "m.json")
-    write_json({"mutual_information_before": 0.3, "mutual_information_after": 0.5}, tmp_path / "t2.json")
+    write_json({"mutual_information_before": 0.3, "mutual_information_after": 0.5, "transform": "rigid"},
+               tmp_path / "t2.json")
     row = scan_row("S1", tmp_path / "m.json", {"t2": tmp_path / "t2.json"})
-    assert row == {"scan": "S1", "brain_volume_ml": 1400.5, "t2_mi_before": 0.3, "t2_mi_after": 0.5}
+    assert row == {"scan": "S1", "brain_volume_ml": 1400.5, "t2_mi_before": 0.3, "t2_mi_after": 0.5,
+                   "t2_transform": "rigid"}
 
 
 def test_flag_cohort_marks_volume_outlier_and_failed_registration(tmp_path):
@@ -49,6 +51,9 @@ def test_flag_cohort_marks_volume_outlier_and_failed_registration(tmp_path):
     })
     flagged = flag_cohort(table)
     assert flagged.loc[0, "flags"] == ""
+    # an input kept on its grid (transform none) has nothing to improve: not flagged
+    kept = flag_cohort(table.assign(t2_mi_after=0.3, t2_transform=["none", "rigid", "none", "none"]))
+    assert list(kept["flags"].str.contains("MI not improved")) == [False, True, False, False]
     assert "MI not improved" in flagged.loc[1, "flags"]
     assert flagged.loc[2, "flags"] == ""
     assert "brain volume +" in flagged.loc[3, "flags"]

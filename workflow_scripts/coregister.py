@@ -1,11 +1,10 @@
 from cesynth.io import redirect_output, write_json
-from cesynth.registration import register_to_reference
+from cesynth.registration import coregister
 
-p = snakemake.params
+w = snakemake.wildcards
 with redirect_output(snakemake.log[0]):
-    qc = register_to_reference(snakemake.input.moving, snakemake.input.reference, snakemake.output.image,
-                               snakemake.output.transform, transform=p.transform, threads=snakemake.threads,
-                               iterations=tuple(p.iterations), sampling=p.sampling, finest_mm=p.finest_mm,
-                               backend=p.backend)
+    qc = coregister(w.get("scan") or w.pscan, snakemake.input.moving, snakemake.input.reference,
+                    snakemake.output.image, snakemake.output.transform, threads=snakemake.threads,
+                    **snakemake.params.settings)
     print(qc)
     write_json(qc, snakemake.output.qc)

@@ -8,5 +8,5 @@ with redirect_output(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
     predict_scan(scan=snakemake.wildcards.pscan, model_name=p.model, model_spec=p.spec,
                  weights=snakemake.input.weights, stack_path=snakemake.input.stack, t1_path=snakemake.input.t1,
-                 inputs=p.inputs, settings=p.settings, out=snakemake.output, stride=p.stride,
-                 batch_size=p.batch_size, device=p.device, amp=p.amp, cpu_bf16=p.cpu_bf16)
+                 inputs=p.inputs, settings=p.settings, preprocessing=p.preprocessing, out=snakemake.output,
+                 stride=p.stride, batch_size=p.batch_size, device=p.device, amp=p.amp, cpu_bf16=p.cpu_bf16)
