@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from cesynth.cohort import load_samples
+from conftest import SHARED
 from docs_commands import SLURM_PROFILE, documented_commands, fresh_clone, run_command, tiny_configfile, user_env
 
 COMMANDS = documented_commands()
@@ -70,6 +71,7 @@ def write_user_files(clone: Path, before: str):
 def test_documented_commands(tmp_path):
     clone = fresh_clone(tmp_path / "clone")
     (clone / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    (tmp_path / "shared").symlink_to(SHARED)  # ../shared beside the clone, as docs/real.md asks (read only)
     env = user_env(clone, CESYNTH_CONFIGFILE=tiny_configfile(clone))
     seconds = []
     for name, command in HERE:
