@@ -147,6 +147,7 @@ rule runtimes:
             S.path("study", study="resources", name="runtimes.png"),
             caption="../report/runtimes.rst",
             category="Resources",
+            labels={"figure": "wall time and memory per job"},
         ),
         vector=S.path("study", study="resources", name="runtimes.svg"),
     conda:
@@ -161,7 +162,7 @@ rule provenance:
     """Configuration and software versions, for the report."""
     output:
         report(S.path("study", study="provenance", name="provenance.html"), caption="../report/provenance.rst",
-               category="Provenance"),
+               category="Provenance", labels={"figure": "configuration and software versions"}),
     params:
         config=config,
     conda:
