@@ -38,7 +38,7 @@ rule qc_cohort:
         rows=expand(S.path("qc_row"), scan=SAMPLES.scan),
     output:
         tsv=S.path("qc_table"),
-        html=report(S.path("qc_html"), caption="../report/qc.rst", category="QC",
+        html=report(S.path("qc_html"), caption="../report/qc.rst", category="QC", subcategory="cohort table",
                     labels={"figure": "cohort QC table"}),
     params:
         volume_tolerance=config["qc"]["volume_tolerance"],
