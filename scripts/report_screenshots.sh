@@ -20,7 +20,7 @@ report, page, category = sys.argv[1:]
 text = open(report).read().replace(
     "root.render(e(App));",
     "root.render(e(App, {ref: a => { if (a && !window.opened) { window.opened = 1; "
-    f"setTimeout(() => a.showCategory({category!r}), 200); }} }}));")
+    "setTimeout(() => a.showCategory(%r), 200); } }}));" % category)
 open(page, "w").write(text)
 PY
     shot "$page" "report_category_${category}.png" 900
