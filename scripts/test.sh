@@ -16,12 +16,12 @@ python3 -m venv .venv
     || { grep -v "is ignored" .venv/install.log; exit 1; }
 
 start=$(date +%s)
-.venv/bin/python -m pytest -m "not slow" -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -m "not slow" -p no:cacheprovider --durations=15 "$@"
 
 # Heavy checks (paper-size models, many registrations) run when the default suite left time for them.
 budget=${SLOW_TEST_BUDGET_S:-3000}
 if [ $(( $(date +%s) - start )) -lt "$budget" ]; then
-    .venv/bin/python -m pytest -m slow -p no:cacheprovider "$@" || rc=$?
+    .venv/bin/python -m pytest -m slow -p no:cacheprovider --durations=15 "$@" || rc=$?
     [ "${rc:-0}" = 5 ] && rc=0  # no slow tests selected is not a failure
     exit "${rc:-0}"
 else

@@ -7,7 +7,8 @@ scans, so the sample-sheet run reuses the demo run's work), `my_predict.yaml` an
 `new_patients.tsv` (a demo scan without its CE-T1).
 
 Where the commands run:
-- here (default suite): every command but the two below, in the order printed, in one clone. The
+- here (marker slow, run by scripts/test.sh after the default suite): every command but the two below, in
+  the order printed, in one clone. The
   clone's `.venv` is this test's own virtual environment (requirements installed, the package taken
   from the clone through PYTHONPATH), so the README's `.venv/bin/snakemake` line runs as printed;
 - test_install_commands (marker slow: it downloads and installs the requirements): the README's
@@ -68,6 +69,7 @@ def write_user_files(clone: Path, before: str):
             {"predict": {"samplesheet": "new_patients.tsv", "model": "hrfcn3d"}}))
 
 
+@pytest.mark.slow  # the demo, sample-sheet, predict and real-data runs of the docs: ~7 min on 2 cores
 def test_documented_commands(tmp_path):
     clone = fresh_clone(tmp_path / "clone")
     (clone / ".venv").symlink_to(Path(sys.executable).parent.parent)

@@ -253,6 +253,7 @@ README_SLURM_COMMANDS = sorted({c for _, c in documented_commands() if SLURM_PRO
 README_RUN_TIMEOUT_S = 1800
 
 
+@pytest.mark.slow  # the whole tiny study through sbatch: ~8 min on 2 cores
 @pytest.mark.parametrize("command", README_SLURM_COMMANDS)
 def test_readme_cluster_command_runs_the_tiny_study(cluster, tmp_path, command):
     clone = fresh_clone(tmp_path / "clone")
