@@ -364,10 +364,11 @@ def evaluate_loss(model, sampler, loss_fn, batch_size, device, autocast=nullcont
             for key, value in terms.items():
                 total[key] = total.get(key, 0.0) + value * len(x)
             count += len(x)
-            error = (pred.float().clamp(0, 1) - y)[brain]
-            squared += float((error.double() ** 2).sum())
-            n_brain += int(brain.sum())
-            max_i = max(max_i, float(y[brain].max())) if n_brain else max_i
+            if brain.any():  # a window between two parts of a brain may hold none of it
+                error = (pred.float().clamp(0, 1) - y)[brain]
+                squared += float((error.double() ** 2).sum())
+                n_brain += int(brain.sum())
+                max_i = max(max_i, float(y[brain].max()))
         if n_brain:
             psnrs.append(10 * math.log10(max_i**2 / max(squared / n_brain, 1e-12)))
     result = {f"val_{k}": v / max(count, 1) for k, v in total.items()}

@@ -177,3 +177,33 @@ def test_cuda_training_with_all_gpu_options(stacks, tmp_path):
                 device="cuda", log=lambda *_: None)
     assert torch.backends.cudnn.benchmark
     assert all(torch.isfinite(v).all() for v in weights(tmp_path / "w.pt").values())
+
+
+def test_validation_psnr_is_the_test_metric(stacks):
+    """val_psnr = the test protocol's brain PSNR of whole held-out scans (MAX_I = the target's brain maximum),
+    here for a slice-wise net, whose prediction of a slice does not depend on the window it sits in."""
+    import numpy as np
+
+    from cesynth.inference import sliding_window
+    from cesynth.io import Stack
+    from cesynth.losses import SynthesisLoss
+    from cesynth.metrics import scan_metrics
+    from cesynth.models import build_model
+    from cesynth.training import evaluate_loss
+
+    torch.manual_seed(0)
+    model = build_model("unet2d", 2, 0.0625).eval()
+    sampler = PatchSampler(stacks[:2], ["t1", "t2"], "ce_t1", (3, 32, 32))
+    val_psnr = evaluate_loss(model, sampler, SynthesisLoss(), 2, torch.device("cpu"))["val_psnr"]
+    expected, whole_volume = [], []
+    for path in stacks[:2]:
+        stack = Stack(path)
+        pred = np.clip(sliding_window(model, np.ascontiguousarray(stack.get(["t1", "t2"])), 3, 3), 0, 1)
+        brain = np.asarray(stack["brain_mask"]) > 0
+        target = np.asarray(stack["ce_t1"])
+        expected.append(scan_metrics(target, pred, np.asarray(stack["t1"]), brain)["psnr_brain"])
+        whole_volume.append(10 * np.log10(1 / np.mean((pred - target) ** 2)))
+    # equal but for the few brain slices the last window covers twice
+    assert val_psnr == pytest.approx(np.mean(expected), abs=0.05)
+    # ...which the old definition (background included, MAX_I = 1) would not have matched
+    assert abs(np.mean(whole_volume) - np.mean(expected)) > 1
