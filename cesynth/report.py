@@ -102,7 +102,7 @@ def headline(study: str, metrics: pd.DataFrame, ttests: pd.DataFrame, baseline: 
         return (f"{row[('psnr_brain', 'mean')]:.2f} ± {row[('psnr_brain', 'std')]:.2f} dB brain PSNR, SSIM "
                 f"{row[('ssim_brain', 'mean')]:.3f}")
 
-    gain = means[best] - a[a.model == baseline].psnr_brain.mean()
+    gain = means[best] - mean_sd.loc[baseline, ("psnr_brain", "mean")]
     return (f"- **{study}**: best model **{best}** {describe(best)} on test set A (n = {a.scan.nunique()} scans) "
             f"against {describe(baseline)} for ``{baseline}`` (the T1 itself): {gain:+.2f} dB{p}.")
 

@@ -41,14 +41,17 @@ rule metrics:
 for _study in STUDIES:
     _models = S.study_models(config, _study)
     _trained = config["studies"][_study]
+    # model -> its files, once: flattened as the rule's inputs, passed whole to the script
+    _predictions = {m: [S.path("synth", model=m, scan=s, ref=REF) for s in TEST] for m in _models}
+    _histories = {m: [S.path("history", model=h, stage=n) for h, n in stage_owners(m)] for m in _trained}
 
     rule:
         name:
             _study
         input:
             metrics=[S.path("metrics", model=m) for m in _models],
-            synth=[S.path("synth", model=m, scan=s, ref=REF) for m in _models for s in TEST],
-            histories=[S.path("history", model=h, stage=n) for m in _trained for h, n in stage_owners(m)],
+            synth=[p for paths in _predictions.values() for p in paths],
+            histories=[p for paths in _histories.values() for p in paths],
             stacks=stacks(TEST),
         output:
             metrics=study_file(_study, "metrics.tsv"),
@@ -100,8 +103,8 @@ for _study in STUDIES:
                 "qualitative", "metric_distributions", "training_curves", "psnr_bars", "slices")],
         params:
             models=_models,
-            predictions={m: [S.path("synth", model=m, scan=s, ref=REF) for s in TEST] for m in _models},
-            histories={m: [S.path("history", model=h, stage=n) for h, n in stage_owners(m)] for m in _trained},
+            predictions=_predictions,
+            histories=_histories,
             labels=S.model_labels(config, _models),
             scans=TEST,
             modalities=MODALITIES,
