@@ -2,7 +2,10 @@
 
 Each step draws ``batch_size`` scans at random (with replacement, as the reference code does)
 and from each a block of ``patch[0]`` consecutive axial slices (paper: 3) whose centre slice
-contains brain, cropped in-plane to ``patch[1:]`` (paper: the full 256 x 192 slice).
+contains brain, cropped in-plane to ``patch[1:]`` (paper: the full 256 x 192 slice) around a
+brain voxel of that slice. A fraction ``enhancing`` of the patches is centred on a voxel of the
+enhancement mask M instead (nnU-Net's foreground oversampling): enhancing tissue is a few per mille
+of the brain, so uniform patches hold little of what the local loss is about.
 
 Sampling is a pure function of (seed, epoch, step), so a run resumed from any step draws the
 same patches as an uninterrupted one, whichever process (DataLoader worker, DDP rank) reads them.
@@ -19,14 +22,19 @@ from .io import Stack
 
 
 class PatchSampler:
-    def __init__(self, stack_paths, inputs: list[str], target: str, patch, local_mask="enhancement_mask"):
+    def __init__(self, stack_paths, inputs: list[str], target: str, patch, local_mask="enhancement_mask",
+                 enhancing: float = 0.0):
         self.paths = [str(p) for p in stack_paths]
         if not self.paths:
             raise ValueError("no training scans: check the split table")
+        if not 0 <= enhancing <= 1:
+            raise ValueError(f"the fraction of enhancing patches must lie in [0, 1], got {enhancing}")
         self.stacks = [Stack(p) for p in self.paths]
         self.inputs, self.target, self.local_mask = list(inputs), target, local_mask
-        self.patch = tuple(int(p) for p in patch)
+        self.patch, self.enhancing = tuple(int(p) for p in patch), float(enhancing)
         self._brain_slices = [np.flatnonzero(s["brain_mask"].any(axis=(1, 2))) for s in self.stacks]
+        self._enhancing_voxels = [np.argwhere(s[local_mask]) if enhancing and s.has(local_mask) else np.empty((0, 3))
+                                  for s in self.stacks]
         shape = self.stacks[0].data.shape[1:]
         if any(p > n for p, n in zip(self.patch, shape)):
             raise ValueError(f"patch {self.patch} is larger than the volumes {shape}")
@@ -52,15 +60,27 @@ class PatchSampler:
     def random_positions(self, batch_size: int, seed: int, epoch: int, step: int):
         """The (scan, z0, y0, x0) of every patch of one step; no voxel is read."""
         rng = np.random.default_rng([seed, epoch, step])
-        d, h, w = self.patch
         positions = []
         for scan_index in rng.integers(len(self.stacks), size=batch_size):
-            n_z, n_y, n_x = self.stacks[scan_index].data.shape[1:]
-            centres = self._brain_slices[scan_index]
-            centre = rng.choice(centres) if len(centres) else rng.integers(n_z)
-            z0 = int(np.clip(centre - d // 2, 0, n_z - d))
-            positions.append((int(scan_index), z0, int(rng.integers(n_y - h + 1)), int(rng.integers(n_x - w + 1))))
+            enhancing = self._enhancing_voxels[scan_index]
+            if self.enhancing and len(enhancing) and rng.random() < self.enhancing:
+                centre = enhancing[rng.integers(len(enhancing))]
+            else:
+                centre = self._brain_centre(scan_index, rng)
+            starts = np.clip(centre - np.array(self.patch) // 2, 0, np.array(self.stacks[scan_index].data.shape[1:]) -
+                             self.patch)
+            positions.append((int(scan_index), *map(int, starts)))
         return positions
+
+    def _brain_centre(self, scan_index, rng) -> np.ndarray:
+        """(z, y, x) of a random brain voxel in a slice drawn uniformly among the brain slices."""
+        stack = self.stacks[scan_index]
+        slices = self._brain_slices[scan_index]
+        if not len(slices):
+            return np.array([rng.integers(n) for n in stack.data.shape[1:]])
+        z = rng.choice(slices)
+        in_slice = np.argwhere(stack["brain_mask"][z])
+        return np.array([z, *in_slice[rng.integers(len(in_slice))]])
 
     def random_batch(self, batch_size: int, seed: int, epoch: int, step: int, rank: int = 0, world: int = 1):
         positions = self.random_positions(batch_size * world, seed, epoch, step)

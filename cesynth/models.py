@@ -2,6 +2,11 @@
 
 Every model maps (B, n_inputs, D, H, W) -> (B, 1, D, H, W). Design decisions are
 recorded in docs/models.md; comments here only say why something is done.
+
+Output (``output``): ``"direct"`` (the paper) puts a sigmoid on the last convolution, so the network
+draws the whole CE-T1; ``"residual"`` adds ``tanh`` of the last convolution to the first input (the
+T1), with that convolution zero-initialised, so training starts at the no-model baseline and the
+network learns the enhancement (how the reference code's 3D U-Net multiplies its output by the T1).
 """
 from __future__ import annotations
 
@@ -153,18 +158,26 @@ class Fuse(nn.Module):
         return outs
 
 
+OUTPUTS = ("direct", "residual")
+
+
 class SynthesisNet(nn.Module):
-    """Base: validates the (B, M, D, H, W) input, then runs `_forward`."""
+    """Base: validates the (B, M, D, H, W) input, runs `_forward` (the last convolution's map), then the
+    output activation (``output``, module docstring)."""
 
     architecture: str  # ARCHITECTURES key; model_summary rebuilds a 1-channel copy from it
     size_divisor: int = 1
     slicewise: bool = False  # True: each output slice depends on its own input slice only
+    # Output "direct": the sigmoid keeps the CE-T1 estimate in the [0,1] intensity range of the data.
+    direct_activation = staticmethod(torch.sigmoid)
 
-    def __init__(self, n_inputs: int):
+    def __init__(self, n_inputs: int, output: str = "direct"):
         super().__init__()
         if n_inputs < 1:
             raise ValueError(f"n_inputs must be >= 1, got {n_inputs}")
-        self.n_inputs = n_inputs
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        self.n_inputs, self.output = n_inputs, output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[1] != self.n_inputs:
@@ -173,10 +186,18 @@ class SynthesisNet(nn.Module):
         if h % self.size_divisor or w % self.size_divisor:
             raise ValueError(f"{type(self).__name__}: H and W must be divisible by "
                              f"size_divisor={self.size_divisor}, got H={h}, W={w}")
-        return self._forward(x)
+        z = self._forward(x)
+        return x[:, :1] + torch.tanh(z) if self.output == "residual" else self.direct_activation(z)
 
     def _forward(self, x):
         raise NotImplementedError
+
+    def _init_weights(self, last_conv: nn.Module):
+        """he_normal everywhere; a residual net's last convolution starts at zero (output = the T1)."""
+        _he_init(self)
+        if self.output == "residual":
+            nn.init.zeros_(last_conv.weight)
+            nn.init.zeros_(last_conv.bias)
 
 
 class _PerSlice2D(SynthesisNet):
@@ -233,18 +254,17 @@ class _HRFCNCore(nn.Module):
                 xs = xs + [self.trans2(xs[1])]
             xs = fuse([blk(x_) for blk, x_ in zip(stage, xs)])
         y = self.final(torch.cat([up(x_) for up, x_ in zip(self.ups, xs)], 1))
-        # Sigmoid keeps the CE-T1 estimate in the [0,1] intensity range of the data.
-        return torch.sigmoid(self.out(y))
+        return self.out(y)
 
 
 class HRFCN3D(SynthesisNet):
     architecture = "hrfcn3d"
     size_divisor = 4
 
-    def __init__(self, n_inputs: int, width: float = 1.0):
-        super().__init__(n_inputs)
+    def __init__(self, n_inputs: int, width: float = 1.0, output: str = "direct"):
+        super().__init__(n_inputs, output)
         self.net = _HRFCNCore(_Ops(3), n_inputs, width)
-        _he_init(self)
+        self._init_weights(self.net.out)
 
     def _forward(self, x):
         return self.net(x)
@@ -254,10 +274,10 @@ class HRFCN2D(_PerSlice2D):
     architecture = "hrfcn2d"
     size_divisor = 4
 
-    def __init__(self, n_inputs: int, width: float = 1.0):
-        super().__init__(n_inputs)
+    def __init__(self, n_inputs: int, width: float = 1.0, output: str = "direct"):
+        super().__init__(n_inputs, output)
         self.net = _HRFCNCore(_Ops(2), n_inputs, width)
-        _he_init(self)
+        self._init_weights(self.net.out)
 
     def forward_2d(self, x):
         # The core indexes modalities on dim 1, which is the channel dim in 2D too.
@@ -269,9 +289,12 @@ class HRFCN3DRef(SynthesisNet):
 
     architecture = "hrfcn3d_ref"
     size_divisor = 4
+    direct_activation = staticmethod(F.relu)  # the reference head ends in BN(1) + ReLU: >= 0, no upper bound
 
-    def __init__(self, n_inputs: int, width: float = 1.0):
-        super().__init__(n_inputs)
+    def __init__(self, n_inputs: int, width: float = 1.0, output: str = "direct"):
+        super().__init__(n_inputs, output)
+        if output != "direct":  # BN(1) on the output map rescales any small residual to unit variance
+            raise ValueError("hrfcn3d_ref keeps the reference code's BN + ReLU head: output must be 'direct'")
         ops = _Ops(3, KERAS_BN)
         k = (1, 3, 3)
         w = [_ch(c, width) for c in (32, 64, 128)]
@@ -303,7 +326,7 @@ class HRFCN3DRef(SynthesisNet):
         self.trans3 = nn.ModuleList([cbr(w[0], w[0]), cbr(w[1], w[1])])
         self.stage_c = nn.ModuleList([branch(w[0]), branch(w[1])])
         self.up1 = nn.Sequential(ops.conv(w[1], w[0], k=1), ops.bn(w[0]), ops.up(2))
-        self.head = nn.Sequential(ops.conv(2 * w[0], 1, k=1), ops.bn(1), nn.ReLU())
+        self.head = nn.Sequential(ops.conv(2 * w[0], 1, k=1), ops.bn(1))  # then ReLU (direct_activation)
         self._keras_init()
 
     def _keras_init(self):
@@ -359,17 +382,17 @@ class _UNetCore(nn.Module):
         x = skips.pop()
         for i in reversed(range(4)):
             x = self.dec[i](torch.cat([skips[i], self.up[i](x)], 1))
-        return torch.sigmoid(self.out(x))
+        return self.out(x)
 
 
 class UNet2D(_PerSlice2D):
     architecture = "unet2d"
     size_divisor = 16
 
-    def __init__(self, n_inputs: int, width: float = 1.0):
-        super().__init__(n_inputs)
+    def __init__(self, n_inputs: int, width: float = 1.0, output: str = "direct"):
+        super().__init__(n_inputs, output)
         self.net = _UNetCore(_Ops(2), n_inputs, width, convs=4, dropout=0.5)
-        _he_init(self)
+        self._init_weights(self.net.out)
 
     def forward_2d(self, x):
         return self.net(x)
@@ -379,10 +402,10 @@ class UNet3D(SynthesisNet):
     architecture = "unet3d"
     size_divisor = 16
 
-    def __init__(self, n_inputs: int, width: float = 1.0):
-        super().__init__(n_inputs)
+    def __init__(self, n_inputs: int, width: float = 1.0, output: str = "direct"):
+        super().__init__(n_inputs, output)
         self.net = _UNetCore(_Ops(3), n_inputs, width, convs=3, dropout=0.0)
-        _he_init(self)
+        self._init_weights(self.net.out)
 
     def _forward(self, x):
         return self.net(x)
@@ -397,12 +420,12 @@ ARCHITECTURES: dict[str, Callable[..., SynthesisNet]] = {
 }
 
 
-def build_model(architecture: str, n_inputs: int, width: float = 1.0) -> SynthesisNet:
+def build_model(architecture: str, n_inputs: int, width: float = 1.0, output: str = "direct") -> SynthesisNet:
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose from {sorted(ARCHITECTURES)}")
     if width <= 0:
         raise ValueError(f"width must be > 0, got {width}")
-    return ARCHITECTURES[architecture](n_inputs, width)
+    return ARCHITECTURES[architecture](n_inputs, width, output)
 
 
 def conv_flops(model: nn.Module, x: torch.Tensor) -> int:

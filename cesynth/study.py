@@ -113,9 +113,11 @@ def model_inputs(config: dict, model: str) -> list[str]:
 
 
 def model_spec(config: dict, model: str) -> dict:
-    entry = config["models"][model]
-    width = entry.get("width", config["training"]["width"])
-    return {"architecture": entry["architecture"], "inputs": model_inputs(config, model), "width": width}
+    """What builds the network: architecture, inputs, width and output (direct or residual on the T1)."""
+    entry, training = config["models"][model], config["training"]
+    return {"architecture": entry["architecture"], "inputs": model_inputs(config, model),
+            "width": entry.get("width", training["width"]),
+            "output": entry.get("output", training.get("output", "direct"))}
 
 
 def study_models(config: dict, study: str) -> list[str]:
@@ -160,13 +162,19 @@ def check_config(config: dict) -> list[str]:
             problems.append(f"model {name}: inputs {unknown} are not among modalities {sorted(modalities)}")
         if "t1" not in inputs:
             problems.append(f"model {name}: the local loss needs t1 among the inputs (M = CE-T1 - T1 > delta)")
+        elif model_spec(config, name)["output"] == "residual" and entry["architecture"] == "hrfcn3d_ref":
+            problems.append(f"model {name}: hrfcn3d_ref keeps the reference code's BN + ReLU head; give it "
+                            "output: direct")
+        elif model_spec(config, name)["output"] == "residual" and inputs[0] != "t1":
+            problems.append(f"model {name}: output residual adds the network's output to the first input, which "
+                            f"must be t1 (inputs {inputs})")
         owner = entry.get("stage1_from")
         if owner is not None:
             if owner not in config["models"]:
                 problems.append(f"model {name}: stage1_from {owner!r} is not a model")
             elif model_spec(config, owner) != model_spec(config, name):
-                problems.append(f"model {name}: stage1_from {owner!r} must have the same architecture, inputs "
-                                "and width")
+                problems.append(f"model {name}: stage1_from {owner!r} must have the same architecture, inputs, "
+                                "width and output")
     for study, models in config["studies"].items():
         unknown = [m for m in models if m not in config["models"]]
         if unknown:

@@ -113,7 +113,8 @@ class StageTrainer:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=float(self.stage["lr"]))
         self.loss_fn = SynthesisLoss(tuple(self.stage["lambdas"]), ssim=training["ssim"],
                                      local_norm=training["local_norm"], pixel=training.get("pixel_loss", "mae"))
-        self.sampler = PatchSampler(train_stacks, spec["inputs"], training["target"], training["patch"])
+        self.sampler = PatchSampler(train_stacks, spec["inputs"], training["target"], training["patch"],
+                                    enhancing=training.get("enhancing_patches", 0.0))
         self.validation = PatchSampler(val_stacks, spec["inputs"], training["target"], training["patch"]) \
             if val_stacks else None
         # No CPU autocast in training: on torch 2.13 a 3D conv's bf16 backward corrupts the heap (BENCHMARKS.md).

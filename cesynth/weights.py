@@ -1,7 +1,7 @@
 """Weight files: a trained network's parameters with what is needed to use it again.
 
 Written by training at the end of a stage, read by the next stage (initial weights), by inference
-and by prediction. A payload holds ``state_dict``, ``model_spec`` (architecture, inputs, width),
+and by prediction. A payload holds ``state_dict``, ``model_spec`` (architecture, inputs, width, output),
 ``target``, ``patch`` (the training block, whose depth is the inference window), ``history`` and
 ``preprocessing`` (what the training stacks went through, :func:`cesynth.study.preprocessing_record`;
 prediction refuses weights whose record differs from its configuration).
@@ -16,7 +16,9 @@ from .models import build_model
 
 
 def new_model(model_spec: dict) -> torch.nn.Module:
-    return build_model(model_spec["architecture"], len(model_spec["inputs"]), model_spec.get("width", 1.0))
+    # Weights written before the output option existed are direct (sigmoid) nets.
+    return build_model(model_spec["architecture"], len(model_spec["inputs"]), model_spec.get("width", 1.0),
+                       model_spec.get("output", "direct"))
 
 
 def save_weights(model, model_spec, training, history, path):

@@ -40,3 +40,20 @@ def test_pickled_sampler_reopens_memory_maps_instead_of_copying_volumes(stacks):
 def test_patch_larger_than_volume_is_refused(stacks):
     with pytest.raises(ValueError, match="larger than the volumes"):
         PatchSampler(stacks, ["t1"], "ce_t1", [3, 64, 16])
+
+
+def test_patches_are_centred_on_brain_and_enhancing_voxels_are_oversampled(stacks):
+    patch = [3, 8, 8]
+    plain = PatchSampler(stacks, ["t1"], "ce_t1", patch)
+    oversampled = PatchSampler(stacks, ["t1"], "ce_t1", patch, enhancing=0.5)
+
+    def enhancing_share(sampler):
+        masks = [sampler.patch_at(*p)[2] for step in range(60) for p in sampler.random_positions(4, 0, 0, step)]
+        return np.mean([m.any() for m in masks])
+
+    for scan, z0, y0, x0 in plain.random_positions(40, 0, 0, 0):
+        assert Stack(stacks[scan])["brain_mask"][z0 + 1, y0 + 4, x0 + 4], "patch centre lies in the brain"
+    plain_share, over_share = enhancing_share(plain), enhancing_share(oversampled)
+    assert over_share >= 0.5 and over_share > plain_share + 0.2
+    with pytest.raises(ValueError, match=r"enhancing patches must lie in \[0, 1\]"):
+        PatchSampler(stacks, ["t1"], "ce_t1", patch, enhancing=1.5)

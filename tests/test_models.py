@@ -113,7 +113,9 @@ def test_ref_matches_keras_conventions():
     bns = [m for m in ref.modules() if isinstance(m, torch.nn.BatchNorm3d)]
     assert bns and all(b.momentum == 0.01 and b.eps == 1e-3 for b in bns)
     # Head is 1x1x1 conv -> BN -> ReLU, as in the reference (output >= 0, unbounded).
-    assert isinstance(ref.head[-1], torch.nn.ReLU)
+    assert isinstance(ref.head[-1], torch.nn.BatchNorm3d) and ref.direct_activation is torch.nn.functional.relu
+    with pytest.raises(ValueError, match="output must be 'direct'"):
+        build_model("hrfcn3d_ref", 3, width=TINY, output="residual")
     # Fusion sums have no ReLU in the reference.
     assert not ref.fuse1.relu and not ref.fuse2.relu
 
@@ -246,3 +248,28 @@ def test_hrfcn3d_paper_width_forward_backward_cpu():
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"hrfcn3d width 1 fwd+bwd: {time.time() - t:.0f} s, peak RSS {peak_gb:.1f} GB")
+
+
+@pytest.mark.parametrize("arch", sorted(set(ARCHITECTURES) - {"hrfcn3d_ref"}))
+def test_residual_output_starts_at_the_t1_and_learns_a_difference(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, 2, width=TINY, output="residual")
+    h, w = 32, 48 if model.size_divisor == 16 else 24
+    x = torch.rand(2, 2, 3, h, w)
+    assert torch.equal(model(x), x[:, :1]), "a fresh residual net hands over its first input, the T1"
+    target = x[:, :1] + 0.2 * x[:, 1:]  # enhancement where the second input is bright
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(5):
+        loss = (model(x) - target).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert (model(x) - target).abs().mean() < (x[:, :1] - target).abs().mean()
+
+
+def test_direct_output_is_not_residual_and_unknown_outputs_are_refused():
+    torch.manual_seed(0)
+    x = torch.rand(1, 2, 3, 32, 32)
+    assert not torch.allclose(build_model("hrfcn3d", 2, width=TINY)(x), x[:, :1])
+    with pytest.raises(ValueError, match="output must be one of"):
+        build_model("hrfcn3d", 2, width=TINY, output="additive")

@@ -42,6 +42,24 @@ def test_histogram_equalization_is_uniform_inside_brain_and_zero_outside():
         equalize(volume, mask, "clahe")
 
 
+def test_median_window_gives_pre_and_post_contrast_one_scale_however_much_enhances():
+    rng = np.random.default_rng(1)
+    brain = np.ones((30, 30, 30), bool)
+    t1 = rng.uniform(0.4, 0.8, size=brain.shape) * 900.0  # grey to white matter, gain 900
+    for enhancing_fraction in (0.002, 0.03):
+        ce = t1 * 1.6  # another gain, as every acquisition has ...
+        enhancing = rng.random(brain.shape) < enhancing_fraction
+        ce[enhancing] = 1.0 * 1.6 * 900.0  # ... and some voxels enhance
+        pre, post = equalize(t1, brain, "median"), equalize(ce, brain, "median")
+        np.testing.assert_allclose(post[~enhancing], pre[~enhancing], rtol=0.02)  # the median moves by < 2%
+        assert np.median(pre) == pytest.approx(1 / 3)
+        assert post[enhancing].min() > pre[enhancing].max() + 0.1  # enhancement stays above delta, unclipped
+        assert post.max() < 1
+        # a percentile window, by contrast, ends in the enhancing voxels once they are > 0.5% of the brain
+        shift = np.abs(equalize(ce, brain, "percentile") - equalize(t1, brain, "percentile"))[~enhancing].max()
+        assert (shift > 0.1) == (enhancing_fraction > 0.005)
+
+
 def test_enhancement_mask_threshold():
     ce = np.array([0.5, 0.61, 0.7, 0.2])
     t1 = np.array([0.5, 0.5, 0.5, 0.5])
