@@ -33,11 +33,22 @@ def _axial(volume_zyx, z):
     return np.flipud(volume_zyx[z])  # anterior at the top, as radiologists read axial slices
 
 
+def _display_max(volume_zyx, brain_zyx) -> float:
+    """Top of the grey-scale window: the 99.9th percentile inside the brain (the brightest tissue, not a
+    noise spike). Equalizations put brain voxels anywhere in [0, 1] (the median window around 1/3), so a
+    fixed [0, 1] window would show a dim image."""
+    values = np.asarray(volume_zyx)[np.asarray(brain_zyx) > 0]
+    top = float(np.percentile(values, 99.9)) if values.size else 0.0
+    return top if top > 0 else 1.0
+
+
 def qualitative_panel(scans, stack_paths, predictions: dict, inputs, out_path, best_model=None, reference="ce_t1"):
     """Rows = scans; columns = inputs, ground truth, each model's synthesis, |difference| of the best.
 
     ``predictions`` maps model name -> list of NIfTI paths aligned with ``scans``.
     The shown slice is the one with the most tumour (set B) or the centre of the brain.
+    The inputs each have their own grey-scale window; the ground truth and the syntheses share the ground
+    truth's, so that brightness compares across them, and |diff| runs from 0 to half of it.
     """
     models = list(predictions)
     best_model = best_model or models[-1]
@@ -52,10 +63,12 @@ def qualitative_panel(scans, stack_paths, predictions: dict, inputs, out_path, b
         synth = {m: np.transpose(np.asarray(nib.load(str(predictions[m][row])).dataobj), (2, 1, 0)) for m in models}
         images += [synth[m] for m in models]
         diff = np.abs(synth[best_model] - stack[reference])
-        for col, image in enumerate(images + [diff]):
+        brain = stack["brain_mask"]
+        target_max = _display_max(stack[reference], brain)
+        tops = [_display_max(stack[m], brain) for m in inputs] + [target_max] * (1 + len(models)) + [target_max / 2]
+        for col, (image, top) in enumerate(zip(images + [diff], tops)):
             ax = axes[row, col]
-            shown = ax.imshow(_axial(image, z), cmap="magma" if col == len(images) else "gray", vmin=0,
-                              vmax=0.5 if col == len(images) else 1)
+            shown = ax.imshow(_axial(image, z), cmap="magma" if col == len(images) else "gray", vmin=0, vmax=top)
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
                 ax.set_title(columns[col], fontsize=9)
@@ -147,11 +160,12 @@ def slice_series(stack_path, synth_path, scan, model, out_path, n_slices=5, refe
     centre = int(np.median(tumour_slices if len(tumour_slices) else slices))
     half = max(1, (slices.max() - slices.min()) // (2 * n_slices))
     chosen = np.clip(centre + half * (np.arange(n_slices) - n_slices // 2), slices.min(), slices.max())
+    top = _display_max(stack[reference], stack["brain_mask"])  # one window for both rows
     fig, axes = plt.subplots(2, n_slices, figsize=(2 * n_slices, 4.4), squeeze=False)
     for col, z in enumerate(chosen):
         for row, (label, volume) in enumerate([("ground truth", stack[reference]), (f"synthetic ({model})", synth)]):
             ax = axes[row, col]
-            ax.imshow(_axial(volume, z), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(_axial(volume, z), cmap="gray", vmin=0, vmax=top)
             ax.set_xticks([]), ax.set_yticks([])
             if col == 0:
                 ax.set_ylabel(label, fontsize=9)
@@ -182,10 +196,12 @@ def prediction_panel(stack: Stack, pred_zyx: np.ndarray, inputs, out_path, title
     columns = [*inputs, "SYNTHETIC CE-T1"]
     fig, axes = plt.subplots(len(slices), len(columns), figsize=(2.2 * len(columns), 2.3 * len(slices)),
                              squeeze=False)
+    images = [*(stack[m] for m in inputs), pred_zyx]
+    tops = [_display_max(image, stack["brain_mask"]) for image in images]
     for row, z in enumerate(slices):
-        for col, image in enumerate([*(stack[m] for m in inputs), pred_zyx]):
+        for col, (image, top) in enumerate(zip(images, tops)):
             ax = axes[row, col]
-            ax.imshow(_axial(image, z), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(_axial(image, z), cmap="gray", vmin=0, vmax=top)
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
                 ax.set_title(columns[col], fontsize=9, color="red" if col == len(inputs) else "black")
