@@ -3,7 +3,7 @@
 import copy
 
 import yaml
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
 from cesynth import study as S
 from conftest import REPO
@@ -39,3 +39,30 @@ def test_explicit_inputs_still_win_and_conflicts_are_named():
     assert any("hrfcn3d_t1t2: inputs_first 4 exceeds the 3 modalities" in p for p in problems)
     config = with_modalities(["t2", "t1"])
     assert any("hrfcn3d_t1: the local loss needs t1" in p for p in S.check_config(config))
+
+
+def test_output_and_training_defaults_reach_every_model_unless_it_overrides_them():
+    config = with_modalities(["t1", "t2", "adc"])
+    config["training"]["pixel_loss"] = "mse"  # a schema default must not refill each model entry with "mae"
+    config["models"]["unet2d"]["output"] = "direct"
+    validate(config, str(REPO / "config" / "schema.yaml"))
+    assert S.model_settings(config, "hrfcn3d")["pixel_loss"] == "mse"
+    assert S.model_spec(config, "hrfcn3d")["output"] == "residual"  # config.yaml's demo choice
+    assert S.model_spec(config, "unet2d")["output"] == "direct"
+    paper = copy.deepcopy(CONFIG)
+    update_config(paper, yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
+    validate(paper, str(REPO / "config" / "schema.yaml"))
+    assert {S.model_spec(paper, m)["output"] for m in paper["models"]} == {"direct"}
+    assert {S.model_settings(paper, m)["enhancing_patches"] for m in paper["models"]} == {0.0}
+
+
+def test_residual_output_needs_t1_first_and_a_head_without_batch_norm():
+    config = with_modalities(["t2", "t1", "adc"])
+    problems = S.check_config(config)
+    assert any("unet2d: output residual adds the network's output to the first input, which must be t1" in p
+               for p in problems)
+    config = with_modalities(["t1", "t2", "adc"])
+    config["models"]["ref"] = {"architecture": "hrfcn3d_ref"}
+    assert any("ref: hrfcn3d_ref keeps the reference code's BN + ReLU head" in p for p in S.check_config(config))
+    config["models"]["ref"]["output"] = "direct"
+    assert S.check_config(config) == []
