@@ -63,7 +63,7 @@ class PatchSampler:
         positions = []
         for scan_index in rng.integers(len(self.stacks), size=batch_size):
             enhancing = self._enhancing_voxels[scan_index]
-            if self.enhancing and len(enhancing) and rng.random() < self.enhancing:
+            if len(enhancing) and rng.random() < self.enhancing:  # none listed when the fraction is 0
                 centre = enhancing[rng.integers(len(enhancing))]
             else:
                 centre = self._brain_centre(scan_index, rng)

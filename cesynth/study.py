@@ -160,12 +160,13 @@ def check_config(config: dict) -> list[str]:
         unknown = [m for m in inputs if m not in modalities]
         if unknown:
             problems.append(f"model {name}: inputs {unknown} are not among modalities {sorted(modalities)}")
+        residual = model_spec(config, name)["output"] == "residual"
         if "t1" not in inputs:
             problems.append(f"model {name}: the local loss needs t1 among the inputs (M = CE-T1 - T1 > delta)")
-        elif model_spec(config, name)["output"] == "residual" and entry["architecture"] == "hrfcn3d_ref":
+        elif residual and entry["architecture"] == "hrfcn3d_ref":
             problems.append(f"model {name}: hrfcn3d_ref keeps the reference code's BN + ReLU head; give it "
                             "output: direct")
-        elif model_spec(config, name)["output"] == "residual" and inputs[0] != "t1":
+        elif residual and inputs[0] != "t1":
             problems.append(f"model {name}: output residual adds the network's output to the first input, which "
                             f"must be t1 (inputs {inputs})")
         owner = entry.get("stage1_from")
