@@ -91,7 +91,8 @@ def _strip_and_resample(case, ref, registered: dict, work: Path):
     brain_mask(ref, work / "mask.nii.gz", backend="python")
     rows = [dict(case=case, step="skull strip", method="python BET + refinement", seconds=time.perf_counter() - t0)]
     t0 = time.perf_counter()
-    preprocess_scan(ref, registered, work / "mask.nii.gz", PAPER_SHAPE)
+    preprocess_scan(ref, registered, work / "mask.nii.gz",
+                    {"shape": PAPER_SHAPE, "equalization": "histogram", "enhancement_delta": 0.1})
     rows.append(dict(case=case, step="resample + equalize", method=f"{PAPER_SHAPE}", seconds=time.perf_counter() - t0))
     return rows
 

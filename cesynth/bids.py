@@ -99,6 +99,7 @@ UCSF_PDGM_FILES = {"t1": "T1", "ce_t1": "T1c", "t2": "T2", "flair": "FLAIR", "ad
                    "dwi": "DWI"}
 UCSF_PDGM_SEGMENTATION = "tumor_segmentation"
 UCSF_PDGM_TUMOUR_LABELS = [1, 4]
+UCSF_PDGM_ENHANCING_LABELS = [4]
 # Curated releases come co-registered and skull-stripped: their scans skip both steps (the per-scan columns
 # of cesynth.validate.SCAN_OPTIONS), which then check that this holds (same grid; a brain, not a head).
 PREPROCESSED = {"skullstrip": "none", "registration": "none"}
@@ -126,8 +127,8 @@ def ucsf_pdgm_table(root) -> pd.DataFrame:
 #   2023 and later:        <case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz, seg labels 1 NCR, 2 ED/SNFH, 3 ET
 # Tumour = the tumour core (necrosis + enhancing tumour), as for UCSF-PDGM: what is outlined on the CE-T1.
 BRATS_RELEASES = {
-    "2023": {"sep": "-", "files": {"t1": "t1n", "ce_t1": "t1c", "t2": "t2w", "flair": "t2f"}, "labels": [1, 3]},
-    "2021": {"sep": "_", "files": {"t1": "t1", "ce_t1": "t1ce", "t2": "t2", "flair": "flair"}, "labels": [1, 4]},
+    "2023": {"sep": "-", "files": {"t1": "t1n", "ce_t1": "t1c", "t2": "t2w", "flair": "t2f"}, "labels": [1, 3], "enhancing": [3]},
+    "2021": {"sep": "_", "files": {"t1": "t1", "ce_t1": "t1ce", "t2": "t2", "flair": "flair"}, "labels": [1, 4], "enhancing": [4]},
 }
 _BRATS_TIMEPOINT = re.compile(r"-\d{3}$")  # BraTS-GLI-00001-000: patient 00001, time point 000
 

@@ -15,7 +15,7 @@ import pandas as pd
 from . import bids, demo
 from .validate import SCAN_OPTIONS, InputError, Problem
 
-SETS = ("train", "test_A", "B")
+SETS = ("train", "val", "test_A", "B")  # val: held out of training and of the tests (validation curves only)
 
 
 def load_samples(input_cfg: dict, demo_cfg: dict, demo_dir) -> pd.DataFrame:
@@ -46,6 +46,15 @@ def tumour_mask_labels(input_cfg: dict) -> list[int] | None:
     if input_cfg["source"] == "brats":
         return bids.BRATS_RELEASES[bids.brats_release(input_cfg["brats"]["root"])]["labels"]
     return bids.UCSF_PDGM_TUMOUR_LABELS if input_cfg["source"] == "ucsf_pdgm" else None
+
+
+def enhancing_labels(input_cfg: dict) -> list[int] | None:
+    """Labels of the enhancing tumour (ET) in label-map masks (None: no ET channel, e.g. 0/1 masks)."""
+    if input_cfg.get("enhancing_labels"):
+        return list(input_cfg["enhancing_labels"])
+    if input_cfg["source"] == "brats":
+        return bids.BRATS_RELEASES[bids.brats_release(input_cfg["brats"]["root"])]["enhancing"]
+    return bids.UCSF_PDGM_ENHANCING_LABELS if input_cfg["source"] == "ucsf_pdgm" else None
 
 
 def split_cohort(table: pd.DataFrame, val_fraction: float, seed: int, set_b_patients: int | None = None
@@ -84,6 +93,16 @@ def check_split(split: pd.DataFrame, table: pd.DataFrame) -> list[Problem]:
         problems.append(Problem(",".join(split.scan[split.patient == patient]), "",
                                 f"patient {patient} has scans in training and in a test set"))
     return problems
+
+
+def validation_scans(split: pd.DataFrame, validation: str) -> list[str]:
+    """Scans behind the validation curves (``split.validation``); 'val' without such scans is refused."""
+    if validation == "none":
+        return []
+    scans = list(split.scan[split.set == validation])
+    if validation == "val" and not scans:
+        raise InputError([Problem("*", "", "split.validation is 'val' but the split table has no 'val' scans")])
+    return scans
 
 
 def load_split(split_cfg: dict, table: pd.DataFrame) -> pd.DataFrame:

@@ -5,7 +5,13 @@ and from each a block of ``patch[0]`` consecutive axial slices (paper: 3) whose 
 contains brain, cropped in-plane to ``patch[1:]`` (paper: the full 256 x 192 slice) around a
 brain voxel of that slice. A fraction ``enhancing`` of the patches is centred on a voxel of the
 enhancement mask M instead (nnU-Net's foreground oversampling): enhancing tissue is a few per mille
-of the brain, so uniform patches hold little of what the local loss is about.
+of the brain, so uniform patches hold little of what the local loss is about. ``local_mask`` names the
+channel of the local loss and of that oversampling; a stack without it (a patient without expert
+labels when it is ``et_mask``) uses M.
+
+Augmentation (``augment``, off by default): a left-right mirror of the whole patch (brains are near
+symmetric, tumours are not on one side), and a random gamma exp(N(0, gamma)) per input channel, the
+target untouched: sequences differ between sites in contrast, which a few training patients cannot show.
 
 Sampling is a pure function of (seed, epoch, step), so a run resumed from any step draws the
 same patches as an uninterrupted one, whichever process (DataLoader worker, DDP rank) reads them.
@@ -23,18 +29,20 @@ from .io import Stack
 
 class PatchSampler:
     def __init__(self, stack_paths, inputs: list[str], target: str, patch, local_mask="enhancement_mask",
-                 enhancing: float = 0.0):
+                 enhancing: float = 0.0, augment: dict | None = None):
         self.paths = [str(p) for p in stack_paths]
         if not self.paths:
             raise ValueError("no training scans: check the split table")
         if not 0 <= enhancing <= 1:
             raise ValueError(f"the fraction of enhancing patches must lie in [0, 1], got {enhancing}")
         self.stacks = [Stack(p) for p in self.paths]
-        self.inputs, self.target, self.local_mask = list(inputs), target, local_mask
+        self.inputs, self.target = list(inputs), target
+        self.local_masks = [local_mask if s.has(local_mask) else "enhancement_mask" for s in self.stacks]
         self.patch, self.enhancing = tuple(int(p) for p in patch), float(enhancing)
+        self.augment = {"flip": False, "gamma": 0.0, **(augment or {})}
         self._brain_slices = [np.flatnonzero(s["brain_mask"].any(axis=(1, 2))) for s in self.stacks]
-        self._enhancing_voxels = [np.argwhere(s[local_mask]) if enhancing and s.has(local_mask) else np.empty((0, 3))
-                                  for s in self.stacks]
+        self._enhancing_voxels = [np.argwhere(s[m]) if enhancing and s.has(m) else np.empty((0, 3))
+                                  for s, m in zip(self.stacks, self.local_masks)]
         shape = self.stacks[0].data.shape[1:]
         if any(p > n for p, n in zip(self.patch, shape)):
             raise ValueError(f"patch {self.patch} is larger than the volumes {shape}")
@@ -49,12 +57,15 @@ class PatchSampler:
 
     def patch_at(self, scan_index, z0, y0=0, x0=0):
         """(inputs (M,D,H,W), target (1,D,H,W), local mask (1,D,H,W)) as float32 arrays."""
-        stack = self.stacks[scan_index]
         d, h, w = self.patch
         window = (slice(z0, z0 + d), slice(y0, y0 + h), slice(x0, x0 + w))
+        return self._arrays(scan_index, window)
+
+    def _arrays(self, scan_index, window):
+        stack, local = self.stacks[scan_index], self.local_masks[scan_index]
         x = np.stack([stack[m][window] for m in self.inputs])
         y = stack[self.target][window][None]
-        m = stack[self.local_mask][window][None] if stack.has(self.local_mask) else np.zeros_like(y)
+        m = stack[local][window][None] if stack.has(local) else np.zeros_like(y)
         return x, y, m
 
     def random_positions(self, batch_size: int, seed: int, epoch: int, step: int):
@@ -84,7 +95,19 @@ class PatchSampler:
 
     def random_batch(self, batch_size: int, seed: int, epoch: int, step: int, rank: int = 0, world: int = 1):
         positions = self.random_positions(batch_size * world, seed, epoch, step)
-        return _to_tensors([self.patch_at(*p) for p in positions[rank * batch_size:(rank + 1) * batch_size]])
+        # its own generator: augmentation leaves the positions (and resumed runs) as they were
+        rng = np.random.default_rng([seed, epoch, step, 1])
+        patches = [self._augmented(self.patch_at(*p), rng) for p in positions]
+        return _to_tensors(patches[rank * batch_size:(rank + 1) * batch_size])
+
+    def _augmented(self, arrays, rng):
+        x, y, m = arrays
+        flip, gammas = rng.random() < 0.5, np.exp(rng.normal(0, 1, len(x)) * self.augment["gamma"])
+        if self.augment["flip"] and flip:
+            x, y, m = (a[..., ::-1] for a in (x, y, m))
+        if self.augment["gamma"]:
+            x = np.clip(x, 0, None) ** gammas[:, None, None, None]
+        return tuple(np.ascontiguousarray(a, dtype=np.float32) for a in (x, y, m))
 
     def brain_windows(self, scan_index: int):
         """Non-overlapping full-slice windows of ``patch[0]`` slices covering one scan's brain.
@@ -101,10 +124,7 @@ class PatchSampler:
         first, last = int(slices[0]), int(slices[-1])
         for z0 in sorted({min(max(z, 0), n_z - d) for z in [*range(first, last + 1, d), last - d + 1]}):
             window = slice(z0, z0 + d)
-            x = np.stack([stack[m][window] for m in self.inputs])
-            y = stack[self.target][window][None]
-            m = stack[self.local_mask][window][None] if stack.has(self.local_mask) else np.zeros_like(y)
-            yield x, y, m, stack["brain_mask"][window][None] > 0
+            yield *self._arrays(scan_index, (window,)), stack["brain_mask"][window][None] > 0
 
 
 class StepBatches(torch.utils.data.Dataset):

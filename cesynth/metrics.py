@@ -16,6 +16,21 @@ Protocols (``PROTOCOLS``):
 
 MAE and PSNR are always computed over the region mask (both protocols).
 
+Alongside, always (columns ``brasyn_*``, :func:`brasyn_metrics`), the BraSyn challenge's protocol
+(BraTS 2023 missing-MRI synthesis): synthesis and truth each clipped to their OWN 0.5 and 99.5 brain
+percentiles and scaled to [0, 1]; PSNR (peak 1) and MAE over the brain; the Gaussian SSIM map averaged
+over the tumour (every label) and over the rest of the brain. Unlike BraSyn's script, SSIM is averaged
+over brain voxels only (BraSyn averages whole masked volumes, whose shared zero background counts as
+perfect), and percentiles are taken over the brain (BraSyn: over the whole volume).
+
+Enhancing tumour (``et_*``, :func:`enhancing_tumour_metrics`), where an ET label exists: each image is
+divided by the median of its normal-appearing brain (brain outside the tumour), so that numbers do not
+depend on how a model space scales intensities. ``et_contrast`` = mean over ET - 1 (how much brighter
+ET is than normal brain), for the synthesis and (``et_contrast_truth``) the real CE-T1; ``et_dice`` =
+Dice of the predicted enhancement inside the tumour (synthesis brighter than the T1 by more than
+``ET_ENHANCEMENT`` x normal brain) with the ET label, and ``et_dice_truth`` the same for the real CE-T1
+(what a perfect synthesis scores: the label and the visible enhancement do not coincide exactly).
+
 NaN conventions: an empty region gives NaN for every metric of that region;
 Dice is NaN when both enhancement masks are empty, sensitivity is NaN when
 the ground-truth enhancement mask is empty.
@@ -33,6 +48,10 @@ from .io import Stack
 
 PROTOCOLS = ("paper", "reference")
 REFERENCE_MAX_I = 1.0
+BRASYN_PERCENTILES = (0.5, 99.5)
+# Enhancement that counts: 30% of normal brain above the T1. The real CE-T1 of the BraTS 2018 cases then
+# matches its ET label with Dice 0.6-0.9 inside the tumour at 2.5 mm (0.2 and 0.4 give about the same).
+ET_ENHANCEMENT = 0.3
 
 # Paper SSIM: sigma 1.5 truncated at 3.5 sigma -> 11x11 window, as skimage does.
 _SIGMA, _TRUNCATE, _K1, _K2 = 1.5, 3.5, 0.01, 0.03
@@ -111,6 +130,69 @@ def ssim(gt, pred, mask=None, data_range=1.0, protocol="paper") -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def brasyn_normalize(volume, brain) -> np.ndarray:
+    """The image clipped to its own 0.5/99.5 brain percentiles (low end at least 0), scaled to [0, 1]; 0 outside."""
+    low, high = np.percentile(volume[brain], BRASYN_PERCENTILES)
+    low = max(float(low), 0.0)
+    out = np.zeros(volume.shape, np.float64)
+    out[brain] = np.clip((volume[brain] - low) / max(high - low, 1e-8), 0, 1)
+    return out
+
+
+def ssim_region_means(gt, pred, regions: dict, data_range=1.0) -> dict:
+    """The paper's Gaussian SSIM map per axial slice, averaged over each named region's voxels.
+
+    As :func:`ssim`, pixels within ``_PAD`` of a slice border are left out; an empty region gives NaN.
+    """
+    sums = {name: 0.0 for name in regions}
+    counts = {name: 0 for name in regions}
+    interior = np.zeros(gt.shape[:2], bool)
+    interior[_PAD:-_PAD, _PAD:-_PAD] = True
+    for i in range(gt.shape[-1]):
+        if not any(region[..., i].any() for region in regions.values()):
+            continue
+        ssim_map = _gaussian_ssim_map(gt[..., i], pred[..., i], data_range)
+        for name, region in regions.items():
+            selected = region[..., i] & interior
+            sums[name] += float(ssim_map[selected].sum())
+            counts[name] += int(selected.sum())
+    return {name: sums[name] / counts[name] if counts[name] else float("nan") for name in regions}
+
+
+def brasyn_metrics(gt, pred, brain, tumour=None) -> dict:
+    """BraSyn protocol (module docstring): PSNR, MAE, SSIM of brain, tumour and healthy brain."""
+    brain = np.asarray(brain, bool)
+    tumour = np.zeros_like(brain) if tumour is None else np.asarray(tumour, bool) & brain
+    if not brain.any():
+        return {f"brasyn_{k}": float("nan") for k in ("psnr_brain", "mae_brain", "ssim_brain", "ssim_tumour",
+                                                      "ssim_healthy")}
+    g, p = brasyn_normalize(gt, brain), brasyn_normalize(pred, brain)
+    ssims = ssim_region_means(g, p, {"brain": brain, "tumour": tumour, "healthy": brain & ~tumour})
+    return {"brasyn_psnr_brain": psnr(g, p, brain, 1.0), "brasyn_mae_brain": mae(g, p, brain),
+            **{f"brasyn_ssim_{name}": value for name, value in ssims.items()}}
+
+
+def enhancing_tumour_metrics(gt, pred, t1, brain, tumour, enhancing, threshold=ET_ENHANCEMENT) -> dict:
+    """ET contrast and Dice (module docstring); NaN without an ET label or normal-appearing brain."""
+    brain = np.asarray(brain, bool)
+    tumour, enhancing = np.asarray(tumour, bool) & brain, np.asarray(enhancing, bool) & brain
+    normal = brain & ~tumour
+    if not enhancing.any() or not normal.any():
+        return {k: float("nan") for k in ("et_contrast", "et_contrast_truth", "et_dice", "et_dice_truth")}
+
+    def relative(volume):
+        return volume / max(float(np.median(volume[normal])), 1e-8)
+
+    base = relative(t1)
+    out = {}
+    for suffix, image in (("", pred), ("_truth", gt)):
+        scaled = relative(image)
+        predicted = (scaled - base > threshold) & tumour
+        out[f"et_contrast{suffix}"] = float(scaled[enhancing].mean() - 1)
+        out[f"et_dice{suffix}"] = float(2 * (predicted & enhancing).sum() / (predicted.sum() + enhancing.sum()))
+    return {k: out[k] for k in ("et_contrast", "et_contrast_truth", "et_dice", "et_dice_truth")}
+
+
 def enhancement_dice(gt, pred, t1, mask, delta=0.1) -> dict:
     """Overlap of enhancing voxels (CE-T1 - T1 > delta) within ``mask``.
 
@@ -139,10 +221,11 @@ def _region_metrics(gt, pred, t1, region, max_i, protocol, delta):
     }
 
 
-def scan_metrics(gt, pred, t1, brain_mask, tumour_mask=None, protocol="paper", delta=0.1) -> dict:
+def scan_metrics(gt, pred, t1, brain_mask, tumour_mask=None, protocol="paper", delta=0.1, et_mask=None) -> dict:
     """All metrics for one scan, over the brain and (optionally) tumour region.
 
-    Keys are always ``{mae,psnr,ssim,dice_enh,sens_enh}_{brain,tumour}``; the
+    Keys are always ``{mae,psnr,ssim,dice_enh,sens_enh}_{brain,tumour}``, the :func:`brasyn_metrics` and
+    the :func:`enhancing_tumour_metrics` (NaN without ``et_mask``); the
     tumour values are NaN when ``tumour_mask`` is None or empty. PSNR uses one
     MAX_I for both regions: the maximum of the ground-truth image (its brain, the
     rest is background 0; "paper") or 1.0 ("reference").
@@ -158,6 +241,9 @@ def scan_metrics(gt, pred, t1, brain_mask, tumour_mask=None, protocol="paper", d
     out.update(
         {f"{k}_tumour": v for k, v in _region_metrics(gt, pred, t1, tumour, max_i, protocol, delta).items()}
     )
+    out.update(brasyn_metrics(gt, pred, brain, tumour))
+    out.update(enhancing_tumour_metrics(gt, pred, t1, brain, tumour, np.zeros_like(brain) if et_mask is None
+                                        else et_mask))
     return out
 
 
@@ -168,7 +254,10 @@ def score_predictions(pred_paths, stack_paths, scans, protocol="paper", delta=0.
         stack = Stack(stack_path)
         pred = np.asarray(nib.load(str(pred_path)).dataobj, dtype=np.float32)
         volumes = {name: stack.to_xyz(np.asarray(stack[name])) for name in (reference, "t1", "brain_mask")}
-        tumour = stack.to_xyz(np.asarray(stack["tumour_mask"])) > 0 if stack.has("tumour_mask") else None
+        tumour, enhancing = (stack.to_xyz(np.asarray(stack[c])) > 0 if stack.has(c) else None
+                             for c in ("tumour_mask", "et_mask"))
+        voxel_ml = abs(np.linalg.det(stack.affine[:3, :3])) / 1000
         rows.append({"scan": scan, **scan_metrics(volumes[reference], pred, volumes["t1"],
-                                                  volumes["brain_mask"] > 0, tumour, protocol, delta)})
+                                                  volumes["brain_mask"] > 0, tumour, protocol, delta, enhancing),
+                     "et_ml": float(enhancing.sum() * voxel_ml) if enhancing is not None else float("nan")})
     return pd.DataFrame(rows)

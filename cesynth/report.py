@@ -13,23 +13,39 @@ import yaml
 from . import plots
 from .io import atomic_output, write_html_page, write_table
 from .stats import paired_tests, summarize
+from .study import IDENTITY
 
+BRASYN = ["brasyn_psnr_brain", "brasyn_ssim_brain", "brasyn_ssim_tumour", "brasyn_ssim_healthy"]
+ENHANCING = ["et_contrast", "et_dice"]
 METRICS = ["mae_brain", "psnr_brain", "ssim_brain", "mae_tumour", "psnr_tumour", "ssim_tumour",
-           "dice_enh_brain", "dice_enh_tumour"]
+           "dice_enh_brain", "dice_enh_tumour", *BRASYN, *ENHANCING]
+SUMMARY_COLUMNS = {"test_A": ["mae_brain", "psnr_brain", "ssim_brain", "dice_enh_brain", *BRASYN[:2]],
+                   "B": ["mae_brain", "psnr_brain", "ssim_brain", "psnr_tumour", "ssim_tumour", "dice_enh_tumour",
+                         *BRASYN, *ENHANCING]}
 
 
-def summary_table(metrics: pd.DataFrame, models) -> pd.DataFrame:
-    """Mean ± sd per model, for test set A (brain) and set B (brain and tumour), like Tables I-II."""
+def summary_table(metrics: pd.DataFrame, models, baseline=None) -> pd.DataFrame:
+    """Mean ± sd per model, for test set A (brain) and set B (brain and tumour), like Tables I-II.
+
+    With ``baseline`` (the no-model ``identity``), a first column per set gives each model's brain-PSNR
+    difference from it and marks every model that is NOT above it. Columns that are empty for every
+    model (no ET labels, say) are left out.
+    """
     parts = []
-    for set_name, columns in [("test_A", ["mae_brain", "psnr_brain", "ssim_brain", "dice_enh_brain"]),
-                              ("B", ["mae_brain", "psnr_brain", "ssim_brain", "psnr_tumour", "ssim_tumour",
-                                     "dice_enh_tumour"])]:
+    for set_name, columns in SUMMARY_COLUMNS.items():
         subset = metrics[metrics.set == set_name]
+        columns = [c for c in columns if c in subset and subset[c].notna().any()]
         if subset.empty:
             continue
         summary = summarize(subset, columns).set_index("model").reindex(models)
         formatted = summary[[f"{c}_fmt" for c in columns]]
-        formatted.columns = pd.MultiIndex.from_product([[f"set {set_name}"], columns])
+        formatted.columns = columns
+        if baseline in summary.index:
+            gain = summary.psnr_brain_mean - summary.psnr_brain_mean[baseline]
+            formatted.insert(0, "psnr_brain vs identity", [
+                "" if m == baseline else f"{g:+.2f} dB" + ("" if g > 0 else " NOT above identity")
+                for m, g in gain.items()])
+        formatted.columns = pd.MultiIndex.from_product([[f"set {set_name}"], formatted.columns])
         parts.append(formatted)
     return pd.concat(parts, axis=1)
 
@@ -45,7 +61,7 @@ def write_study(*, models, metric_paths, predictions: dict, histories: dict, sta
     metrics = pd.concat([pd.read_csv(p, sep="\t") for p in metric_paths], ignore_index=True)
     write_table(metrics, outputs.metrics)
 
-    summary = summary_table(metrics, models)
+    summary = summary_table(metrics, models, baseline=models[0] if models and models[0] == IDENTITY else None)
     flat = summary.copy()
     flat.columns = [" ".join(c) for c in flat.columns]
     write_table(flat.reset_index(), outputs.summary_tsv)
@@ -85,15 +101,17 @@ def _panel_scans(metrics, scans, n=4):
 
 
 def headline(study: str, metrics: pd.DataFrame, ttests: pd.DataFrame, baseline: str) -> str:
-    """One RST bullet: the study's best model on test set A (brain PSNR) against the no-model baseline."""
-    a = metrics[metrics.set == "test_A"]
+    """One RST bullet: the study's best model on test set A (set B when there is no A; brain PSNR) against
+    the no-model baseline."""
+    test_set = "test_A" if (metrics.set == "test_A").any() else "B"
+    a = metrics[metrics.set == test_set]
     means = a.groupby("model").psnr_brain.mean().drop(baseline, errors="ignore")
     if a.empty or means.isna().all():
-        return f"- **{study}**: no test set A scans."
+        return f"- **{study}**: no test scans."
     best = means.idxmax()
     mean_sd = a.groupby("model")[["psnr_brain", "ssim_brain"]].agg(["mean", "std"])
     pair = {baseline, best}
-    test = ttests[(ttests.set == "test_A") & (ttests.metric == "psnr_brain")
+    test = ttests[(ttests.set == test_set) & (ttests.metric == "psnr_brain")
                   & ttests.model_a.isin(pair) & ttests.model_b.isin(pair)]
     p = f", paired t-test Holm-corrected p = {test.p_holm.iloc[0]:.2g}" if len(test) else ""
 
@@ -103,8 +121,12 @@ def headline(study: str, metrics: pd.DataFrame, ttests: pd.DataFrame, baseline: 
                 f"{row[('ssim_brain', 'mean')]:.3f}")
 
     gain = means[best] - mean_sd.loc[baseline, ("psnr_brain", "mean")]
-    return (f"- **{study}**: best model **{best}** {describe(best)} on test set A (n = {a.scan.nunique()} scans) "
+    return (f"- **{study}**: best model **{best}** {describe(best)} on {_SET_NAMES[test_set]} "
+            f"(n = {a.scan.nunique()} scans) "
             f"against {describe(baseline)} for ``{baseline}`` (the T1 itself): {gain:+.2f} dB{p}.")
+
+
+_SET_NAMES = {"test_A": "test set A", "B": "set B"}
 
 
 def write_overview(template_path, studies: dict, out_path, baseline: str):

@@ -50,20 +50,37 @@ from .weights import load_weights, new_model, read_payload, save_weights
 __all__ = ["Interrupted", "StageTrainer", "evaluate_loss", "load_weights", "run_distributed", "train_stage"]
 
 
+# training.local_mask -> the stack channel of the local loss and of the enhancing patches: the paper's rough
+# mask M, or the expert enhancing-tumour label where a training scan has one (M where it has not).
+LOCAL_MASKS = {"enhancement": "enhancement_mask", "et_label": "et_mask"}
+
+
 class Interrupted(SystemExit):
     """Training stopped on a signal after saving a checkpoint; rerun the same command to resume."""
 
 
+class Collapsed(RuntimeError):
+    """The net stopped learning in a way more steps cannot repair (non-finite loss, constant output)."""
+
+
+# A net whose output over a fixed probe batch varies less than this (sd, intensity units of [0, 1]) draws
+# a blank image (a U-Net without batch norm whose ReLUs all died at a high learning rate does exactly this).
+COLLAPSED_OUTPUT_SD = 1e-4
+PROBE_EPOCH = 2**31  # the probe batch's "epoch": no real epoch draws the same patches
+
+
 def train_stage(*, train_stacks, val_stacks, model_spec: dict, stage: dict, training: dict, weights_out,
-                history_out, checkpoint_dir, init_weights=None, device="auto", log=print, on_step=None):
+                history_out, checkpoint_dir, init_weights=None, device="auto", log=print, on_step=None, name="model"):
     """Train one stage; ``on_step(epoch, step, terms)`` is called after every optimizer step.
 
     Under torchrun (WORLD_SIZE > 1) each process trains on its share of every step's patches and
-    only rank 0 logs and writes files.
+    only rank 0 logs and writes files. A net that collapses raises :class:`Collapsed` naming ``name``, the
+    stage, the step and what to change; no weights are written.
     """
     trainer = StageTrainer(train_stacks=train_stacks, val_stacks=val_stacks, model_spec=model_spec, stage=stage,
                            training=training, weights_out=weights_out, history_out=history_out,
-                           checkpoint_dir=checkpoint_dir, init_weights=init_weights, device=device, log=log)
+                           checkpoint_dir=checkpoint_dir, init_weights=init_weights, device=device, log=log,
+                           name=name)
     try:
         trainer.on_train_start()
         while trainer.epoch < trainer.epochs:
@@ -86,12 +103,13 @@ class StageTrainer:
     """The state of one training stage and its steps; see the module docstring for the order of calls."""
 
     def __init__(self, *, train_stacks, val_stacks, model_spec, stage, training, weights_out, history_out,
-                 checkpoint_dir, init_weights=None, device="auto", log=print):
+                 checkpoint_dir, init_weights=None, device="auto", log=print, name="model"):
         self.rank, self.world, self.device, self.own_group = _init_distributed(device)
         self.log = _quiet if self.rank else log
         self.model_spec, self.stage, self.training = model_spec, stage, training
         self.weights_out, self.history_out = weights_out, history_out
         self.checkpoint = Path(checkpoint_dir) / "last.pt"
+        self.name = name
         self.seed, self.epochs = int(training["seed"]), int(stage["epochs"])
         self.steps, self.batch_size = int(training["steps_per_epoch"]), int(training["batch_size"])
         self.epoch, self.step, self.history = 0, 0, []
@@ -112,11 +130,13 @@ class StageTrainer:
         self.input_format = memory_format if memory_format == torch.channels_last_3d else torch.contiguous_format
         self.optimizer = torch.optim.Adam(model.parameters(), lr=float(self.stage["lr"]))
         self.loss_fn = SynthesisLoss(tuple(self.stage["lambdas"]), ssim=training["ssim"],
-                                     local_norm=training["local_norm"], pixel=training.get("pixel_loss", "mae"))
-        self.sampler = PatchSampler(train_stacks, spec["inputs"], training["target"], training["patch"],
-                                    enhancing=training.get("enhancing_patches", 0.0))
-        self.validation = PatchSampler(val_stacks, spec["inputs"], training["target"], training["patch"]) \
-            if val_stacks else None
+                                     local_norm=training["local_norm"], pixel=training.get("pixel_loss", "mae"),
+                                     histogram=training.get("histogram_loss", 0.0))
+        local_mask = LOCAL_MASKS[training.get("local_mask", "enhancement")]
+        self.sampler = PatchSampler(train_stacks, spec["inputs"], training["target"], training["patch"], local_mask,
+                                    enhancing=training.get("enhancing_patches", 0.0), augment=training.get("augment"))
+        self.validation = PatchSampler(val_stacks, spec["inputs"], training["target"], training["patch"],
+                                       local_mask) if val_stacks else None
         # No CPU autocast in training: on torch 2.13 a 3D conv's bf16 backward corrupts the heap (BENCHMARKS.md).
         self.autocast = bf16_autocast(device, cuda=training.get("amp", True))
         if device.type == "cuda":
@@ -185,6 +205,8 @@ class StageTrainer:
         return terms
 
     def on_step_end(self, terms: dict):
+        if not all(math.isfinite(v) for v in terms.values()):
+            self.collapse(f"its loss is not finite ({', '.join(f'{k} {v:g}' for k, v in terms.items())})")
         for key, value in terms.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
         self.n_steps += 1
@@ -203,8 +225,25 @@ class StageTrainer:
         raise Interrupted(f"stopped by signal {self.signal} at epoch {self.epoch + 1} step {self.step + 1}; "
                           f"checkpoint {self.checkpoint} saved - rerun to resume")
 
+    def collapse(self, what: str):
+        """Stop with one message: which net, where, what happened, what to change."""
+        raise Collapsed(f"{self.name} collapsed at epoch {self.epoch + 1}, step {self.step + 1}: {what}. Lower its "
+                        f"learning rate (now {self.stage['lr']:g}; a stage1/stage2 lr in the model's entry), or train "
+                        "it with output: residual (it starts at the T1 and cannot go blank); no weights were written")
+
+    @torch.no_grad()
+    def check_output(self):
+        """Collapse if the net's output over one fixed batch of training patches is constant."""
+        x, _, _ = (t.to(self.device) for t in self.sampler.random_batch(self.batch_size, self.seed, PROBE_EPOCH, 0))
+        self.model.eval()
+        spread = float(self.model(x.contiguous(memory_format=self.input_format)).float().std())
+        self.model.train()
+        if not spread > COLLAPSED_OUTPUT_SD:  # NaN fails too
+            self.collapse(f"its output is constant (sd {spread:.2g} over a batch of training patches)")
+
     def on_epoch_end(self):
         """Log the epoch's mean losses (and validation), then checkpoint the finished epoch."""
+        self.check_output()
         sums = _mean_over_ranks(self.sums, self.world, self.device)
         row = {"epoch": self.epoch + 1, "lr": float(self.stage["lr"]), "seconds": round(time.time() - self.started, 2),
                **{f"train_{k}": v / max(self.n_steps, 1) for k, v in sums.items()}}

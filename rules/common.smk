@@ -5,7 +5,7 @@ import sys
 import pandas as pd
 
 from cesynth import configcheck, study as S
-from cesynth.cohort import load_samples, load_split, tumour_mask_labels
+from cesynth.cohort import enhancing_labels, load_samples, load_split, tumour_mask_labels, validation_scans
 from cesynth.screening import screen_scans
 from cesynth.validate import InputError, check_sheet, scan_settings
 
@@ -28,6 +28,7 @@ MOVING = [m for m in MODALITIES if m != REF]
 STUDIES = list(config["studies"])
 MODELS_IN_STUDIES = sorted({m for models in config["studies"].values() for m in models})
 MASK_LABELS = tumour_mask_labels(config["input"])
+ET_LABELS = enhancing_labels(config["input"])
 
 SAMPLES = load_samples(config["input"], config["demo"], S.path("demo_dir"))
 SCREENING = None  # input.skip_invalid: what the skipped_scans rule (rules/qc.smk) writes
@@ -41,7 +42,8 @@ if _sheet_problems:
     raise InputError(_sheet_problems)
 SPLIT = load_split(config["split"], SAMPLES.reset_index(drop=True)).set_index("scan", drop=False)
 TRAIN = list(SPLIT.scan[SPLIT.set == "train"])
-TEST = list(SPLIT.scan[SPLIT.set != "train"])
+TEST = list(SPLIT.scan[SPLIT.set.isin(["test_A", "B"])])
+VALIDATION = validation_scans(SPLIT, config["split"]["validation"])
 
 
 wildcard_constraints:

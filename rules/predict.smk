@@ -91,7 +91,7 @@ if PREDICT.get("samplesheet"):
             modalities=PREDICT_SPEC["inputs"],
             moving=PREDICT_MOVING,
             reference=P.REFERENCE,  # T1: no CE-T1, so no enhancement mask
-            tumour_mask_labels=None,
+            labels=None,
         group:
             "predict"
         log:

@@ -114,8 +114,8 @@ rule preprocess:
         modalities=MODALITIES,
         moving=MOVING,
         reference=REF,
-        tumour_mask_labels=MASK_LABELS,
-        **config["preprocess"],
+        labels={"tumour": MASK_LABELS, "enhancing": ET_LABELS},
+        settings=config["preprocess"],
     resources:
         scan_slots=1,  # SCAN_SLOTS, rules/common.smk
         mem_mb=4000,

@@ -9,7 +9,7 @@ rule train_stage1:
     input:
         split=S.path("split"),
         train=stacks(TRAIN),
-        val=stacks(SPLIT.scan[SPLIT.set == "test_A"]),
+        val=stacks(VALIDATION),
         init=lambda w: stage1_weights(w) if w.stage == "2" else [],  # stage 2 fine-tunes stage 1
     output:
         weights=S.path("weights"),

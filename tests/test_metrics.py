@@ -126,9 +126,53 @@ def test_scan_metrics_keys_and_nan_tumour(vols):
     gt, pred = vols
     brain = np.ones(gt.shape, bool)
     out = metrics.scan_metrics(gt, pred, np.zeros_like(gt), brain)
-    assert set(out) == BRAIN_KEYS | TUMOUR_KEYS
-    assert all(math.isnan(out[k]) for k in TUMOUR_KEYS)
-    assert all(math.isfinite(out[k]) for k in BRAIN_KEYS)
+    brasyn = {f"brasyn_{k}" for k in ("psnr_brain", "mae_brain", "ssim_brain", "ssim_tumour", "ssim_healthy")}
+    et = {"et_contrast", "et_contrast_truth", "et_dice", "et_dice_truth"}
+    assert set(out) == BRAIN_KEYS | TUMOUR_KEYS | brasyn | et
+    assert all(math.isnan(out[k]) for k in TUMOUR_KEYS | et | {"brasyn_ssim_tumour"})
+    assert all(math.isfinite(out[k]) for k in BRAIN_KEYS | brasyn - {"brasyn_ssim_tumour"})
+
+
+def test_brasyn_protocol_is_blind_to_each_images_own_linear_scale(vols):
+    gt, pred = vols
+    brain = np.zeros(gt.shape, bool)
+    brain[5:35, 5:30, :] = True
+    tumour = np.zeros(gt.shape, bool)
+    tumour[15:22, 15:22, 1:3] = True
+    gt, pred = gt * brain, pred * brain
+    base = metrics.brasyn_metrics(gt, pred, brain, tumour)
+    assert base == pytest.approx(metrics.brasyn_metrics(3 * gt, 0.5 * pred, brain, tumour))  # own percentiles each
+    perfect = metrics.brasyn_metrics(gt, 7 * gt, brain, tumour)
+    assert perfect["brasyn_psnr_brain"] > 100 and perfect["brasyn_ssim_tumour"] == pytest.approx(1.0)
+    # by hand: percentile clip and scale, then PSNR with peak 1 over the brain
+    lo, hi = np.percentile(gt[brain], [0.5, 99.5])
+    g = np.clip((gt - lo) / (hi - lo), 0, 1)
+    lo, hi = np.percentile(pred[brain], [0.5, 99.5])
+    p = np.clip((pred - lo) / (hi - lo), 0, 1)
+    assert base["brasyn_psnr_brain"] == pytest.approx(metrics.psnr(g, p, brain, 1.0))
+    assert 0 < base["brasyn_ssim_tumour"] < 1 and 0 < base["brasyn_ssim_healthy"] < 1
+
+
+def test_enhancing_tumour_contrast_and_dice():
+    rng = np.random.default_rng(0)
+    shape = (30, 30, 10)
+    brain = np.zeros(shape, bool)
+    brain[2:28, 2:28, :] = True
+    tumour = np.zeros(shape, bool)
+    tumour[8:20, 8:20, 3:7] = True
+    enhancing = tumour.copy()
+    enhancing[10:18, 10:18, 4:6] = False  # a ring around a necrotic core
+    t1 = (1 + 0.05 * rng.standard_normal(shape)) * brain
+    truth = t1 * np.where(enhancing, 1.6, 1.0)  # ET 60% brighter than normal brain
+    half = t1 * np.where(enhancing, 1.3, 1.0)
+    out = metrics.enhancing_tumour_metrics(truth, 2 * half, t1, brain, tumour, enhancing)  # scale does not matter
+    assert out["et_contrast_truth"] == pytest.approx(0.6, abs=0.02)
+    assert out["et_contrast"] == pytest.approx(0.3, abs=0.02)
+    assert out["et_dice_truth"] == pytest.approx(1.0)
+    assert out["et_dice"] < 0.7  # 30% above the T1 is the threshold: about half the ring passes by noise
+    none = metrics.enhancing_tumour_metrics(truth, t1, t1, brain, tumour, enhancing)
+    assert none["et_contrast"] == pytest.approx(0, abs=0.02) and none["et_dice"] == 0
+    assert math.isnan(metrics.enhancing_tumour_metrics(truth, t1, t1, brain, tumour, np.zeros(shape, bool))["et_dice"])
 
 
 def test_scan_metrics_max_i_per_protocol(vols):

@@ -1,8 +1,18 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from cesynth.io import save_nifti
 from cesynth.preprocessing import canonical, enhancement_mask, equalize, preprocess_scan, resize
+
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def settings(shape, equalization="histogram", **extra):
+    """The ``preprocess`` config section preprocess_scan takes."""
+    return {"shape": shape, "equalization": equalization, "enhancement_delta": 0.1, **extra}
 
 
 def world_corners(shape, affine):
@@ -84,7 +94,7 @@ def test_preprocess_scan_builds_model_space_stack(tmp_path):
     save_nifti(tumour, affine, tmp_path / "tumour.nii.gz", dtype=np.uint8)
 
     stack, channels, new_affine = preprocess_scan(paths["ce_t1"], {"t1": paths["t1"], "t2": paths["t2"]},
-                                                  paths["mask"], (15, 18, 12), "histogram", 0.1,
+                                                  paths["mask"], settings((15, 18, 12)),
                                                   tumour_mask_path=tmp_path / "tumour.nii.gz")
     assert channels == ["t1", "t2", "ce_t1", "brain_mask", "enhancement_mask", "tumour_mask"]
     assert stack.shape == (6, 12, 18, 15)  # (C, Z, Y, X)
@@ -116,8 +126,8 @@ def test_label_map_tumour_mask_gives_the_same_channel_as_its_binary_mask(tmp_pat
 
     def tumour_channel(mask, mask_labels=None):
         stack, channels, _ = preprocess_scan(tmp_path / "ce_t1.nii.gz", {"t1": tmp_path / "t1.nii.gz"},
-                                             tmp_path / "brain.nii.gz", (10, 12, 8), tumour_mask_path=mask,
-                                             tumour_mask_labels=mask_labels)
+                                             tmp_path / "brain.nii.gz", settings((10, 12, 8)), tumour_mask_path=mask,
+                                             labels={"tumour": mask_labels})
         return stack[channels.index("tumour_mask")]
 
     core = tumour_channel(tmp_path / "core.nii.gz")
@@ -125,10 +135,62 @@ def test_label_map_tumour_mask_gives_the_same_channel_as_its_binary_mask(tmp_pat
     np.testing.assert_array_equal(tumour_channel(tmp_path / "labels.nii.gz", [1, 4]), core)
     assert tumour_channel(tmp_path / "labels.nii.gz", [1, 2, 4]).sum() > core.sum()  # oedema included
 
+    stack, channels, _ = preprocess_scan(tmp_path / "ce_t1.nii.gz", {"t1": tmp_path / "t1.nii.gz"},
+                                         tmp_path / "brain.nii.gz", settings((10, 12, 8)),
+                                         tumour_mask_path=tmp_path / "labels.nii.gz",
+                                         labels={"tumour": [1, 2, 4], "enhancing": [4]})
+    enhancing, tumour = stack[channels.index("et_mask")] > 0, stack[channels.index("tumour_mask")] > 0
+    assert channels[-2:] == ["tumour_mask", "et_mask"] and enhancing.any()
+    assert (enhancing <= tumour).all() and enhancing.sum() < tumour.sum() / 2  # label 4 alone, inside the tumour
+
+
+def test_antialiased_resize_averages_noise_instead_of_sampling_it():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, (60, 60, 60)).astype(np.float32)
+    plain, affine = resize(noise, np.eye(4), (24, 24, 24))
+    smooth, affine_aa = resize(noise, np.eye(4), (24, 24, 24), antialias=True)
+    np.testing.assert_array_equal(affine, affine_aa)  # same grid
+    # a 2.5x coarser grid keeps (interpolated) single voxels without the low-pass, averages many with it
+    assert plain.std() > 0.4 and smooth.std() < 0.5 * plain.std()
+    flat, _ = resize(np.full((60, 60, 60), 3.0, np.float32), np.eye(4), (24, 24, 24), antialias=True)
+    np.testing.assert_allclose(flat, 3.0, rtol=1e-5)  # no change to what the coarse grid can hold
+
+
+def test_a_channel_that_covers_part_of_the_brain_is_refused(tmp_path):
+    rng = np.random.default_rng(1)
+    shape, affine = (20, 24, 16), np.eye(4)
+    brain = np.zeros(shape, bool)
+    brain[2:18, 2:22, 2:14] = True
+    for name in ("ce_t1", "t1"):
+        save_nifti((rng.random(shape) + 1) * brain, affine, tmp_path / f"{name}.nii.gz")
+    flair = (rng.random(shape) + 1) * brain
+    flair[:, 14:] = 0  # the back of the head cut off
+    save_nifti(flair, affine, tmp_path / "flair.nii.gz")
+    save_nifti(brain, affine, tmp_path / "brain.nii.gz")
+    inputs = {"t1": tmp_path / "t1.nii.gz", "flair": tmp_path / "flair.nii.gz"}
+    with pytest.raises(ValueError, match=r"flair \(.*flair.nii.gz\) covers only part of the brain: 40% .* value 0"):
+        preprocess_scan(tmp_path / "ce_t1.nii.gz", inputs, tmp_path / "brain.nii.gz", settings((10, 12, 8)))
+    inputs["flair"] = tmp_path / "t1.nii.gz"
+    preprocess_scan(tmp_path / "ce_t1.nii.gz", inputs, tmp_path / "brain.nii.gz", settings((10, 12, 8)))
+
+
+@pytest.mark.skipif(not (SHARED / "brats2018").is_dir(), reason="needs ../shared/data/brats2018")
+def test_the_half_brain_flair_of_brats18_2013_20_1_is_flagged(tmp_path):
+    """The real case of issue #22: a FLAIR blank behind the ventricles."""
+    from cesynth.skullstrip import brain_mask
+
+    case = SHARED / "brats2018" / "Brats18_2013_20_1"
+    name = lambda m: case / f"{case.name}_{m}.nii.gz"  # noqa: E731
+    brain_mask(name("t1ce"), tmp_path / "brain.nii.gz", backend="none", scan=case.name)
+    with pytest.raises(ValueError, match=r"flair .*covers only part of the brain: 34% of the brain mask holds the "
+                                         r"single value 0"):
+        preprocess_scan(name("t1ce"), {m: name(m) for m in ("t1", "t2", "flair")}, tmp_path / "brain.nii.gz",
+                        settings((48, 48, 32)))
+
 
 def test_reference_grid_mismatch_is_explained(tmp_path):
     save_nifti(np.ones((10, 10, 10)), np.eye(4), tmp_path / "ref.nii.gz")
     save_nifti(np.ones((8, 10, 10)), np.eye(4), tmp_path / "t1.nii.gz")
     with pytest.raises(ValueError, match="differs from the reference grid"):
         preprocess_scan(tmp_path / "ref.nii.gz", {"t1": tmp_path / "t1.nii.gz"}, tmp_path / "ref.nii.gz",
-                        (8, 8, 8))
+                        settings((8, 8, 8)))

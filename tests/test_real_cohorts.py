@@ -133,8 +133,9 @@ def test_brats_layouts_give_names_labels_and_preprocessed_columns(tmp_path, rele
     mask = tmp_path / "mask.nii.gz"
     brain_mask(table.ce_t1[0], mask, backend="none", scan=cases[0])
     stack, channels, _ = preprocess_scan(table.ce_t1[0], {m: table[m][0] for m in ("t1", "t2", "flair")}, mask,
-                                         [240, 240, 155], "percentile", tumour_mask_path=table.tumour_mask[0],
-                                         tumour_mask_labels=labels)
+                                         {"shape": [240, 240, 155], "equalization": "percentile",
+                                          "enhancement_delta": 0.1}, tumour_mask_path=table.tumour_mask[0],
+                                         labels={"tumour": labels})
     tumour = stack[channels.index("tumour_mask")].transpose(2, 1, 0)  # (Z, Y, X) -> canonical (X, Y, Z)
     expected = nib.as_closest_canonical(nib.Nifti1Image(np.isin(segs[0], [1, 3, 4]).astype(np.uint8),
                                                         nib.load(table.ce_t1[0]).affine)).get_fdata() > 0

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cesynth.data import PatchSampler, StepBatches
-from cesynth.training import Interrupted, load_weights, run_distributed, train_stage
+from cesynth.training import Collapsed, Interrupted, load_weights, run_distributed, train_stage
 
 SPEC = {"architecture": "unet3d", "inputs": ["t1", "t2", "adc"], "width": 0.0625}
 
@@ -207,3 +207,25 @@ def test_validation_psnr_is_the_test_metric(stacks):
     assert val_psnr == pytest.approx(np.mean(expected), abs=0.05)
     # ...which the old definition (background included, MAX_I = 1) would not have matched
     assert abs(np.mean(whole_volume) - np.mean(expected)) > 1
+
+
+@pytest.mark.parametrize("lr", [1.0, 1e4])
+def test_a_collapsing_net_ends_with_one_message_and_no_weights(stacks, tmp_path, lr):
+    """The reference-style U-Net (no batch norm, sigmoid output) at an extreme learning rate goes blank or NaN."""
+    torch.set_num_threads(1)
+    s = settings(epochs=3, steps=4, lr=lr)
+    with pytest.raises(Exception) as caught:
+        train_stage(train_stacks=stacks[:3], val_stacks=stacks[3:], model_spec=SPEC, stage=s["stage1"], training=s,
+                    weights_out=tmp_path / "w.pt", history_out=tmp_path / "h.tsv", checkpoint_dir=tmp_path / "ck",
+                    device="cpu", log=lambda *_: None, name="unet3d stage 1")
+    assert isinstance(caught.value, Collapsed)
+    message = str(caught.value)
+    assert message.startswith("unet3d stage 1 collapsed at epoch 1, step ")
+    assert ("output is constant" in message or "loss is not finite" in message) and f"now {lr:g}" in message
+    assert "output: residual" in message and not (tmp_path / "w.pt").exists()
+
+
+def test_a_learning_net_is_not_called_collapsed(stacks, tmp_path):
+    torch.set_num_threads(1)
+    history = run(stacks, tmp_path, epochs=2, steps=3, lr=1e-3)  # would raise Collapsed
+    assert len(history) == 2 and (tmp_path / "w.pt").exists()
