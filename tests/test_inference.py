@@ -42,7 +42,7 @@ def test_synthesize_scan_writes_masked_nifti_in_model_space(stacks, tmp_path):
     spec = {"architecture": "hrfcn3d", "inputs": ["t1", "t2"], "width": 0.0625}
     model = build_model("hrfcn3d", 2, 0.0625).eval()
     save_weights(model, spec, {"target": "ce_t1", "patch": [3, 32, 32]}, [], tmp_path / "w.pt")
-    payload = torch.load(tmp_path / "w.pt", weights_only=False)
+    payload = torch.load(tmp_path / "w.pt")
     pred = synthesize_scan(model, payload, stacks[0], tmp_path / "synth.nii.gz")
     img = nib.load(tmp_path / "synth.nii.gz")
     stack = Stack(stacks[0])
