@@ -40,7 +40,7 @@ def cohort_record(table: pd.DataFrame, split: pd.DataFrame, input_cfg: dict) -> 
         rows = table.reset_index(drop=True).sort_values("scan")
         digest = hashlib.sha256(rows.to_csv(sep="\t", index=False).encode()).hexdigest()
     sets = {s: {"patients": int(split.patient[split.set == s].nunique()), "scans": int((split.set == s).sum())}
-            for s in ("train", "test_A", "B")}
+            for s in sorted(split.set.unique())}
     return {"source": input_cfg["source"], "sample_sheet": str(sheet) if sheet else None,
             "sample_sheet_sha256": digest, "patients": int(table.patient.nunique()), "scans": len(table),
             "sets": sets}
