@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from .cohort import load_samples as _load_sheet
-from .inference import synthesize_scan
+from .inference import cpu_fast, synthesize_scan
 from . import dicom, modelcard
 from .io import Stack, save_nifti, sha256, write_json
 from .plots import prediction_panel
@@ -96,6 +96,8 @@ def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack
                          f"{model_name!r} is configured as {model_spec}")
     check_preprocessing(weights, payload, preprocessing)
     card = modelcard.read_card(weights)
+    if cpu_bf16 and device.type == "cpu":
+        model = cpu_fast(model)
     pred = synthesize_scan(model, payload, stack_path, out["synth_model"], stride, batch_size, device, amp,
                            cpu_bf16=cpu_bf16)
     stack = Stack(stack_path)
