@@ -22,7 +22,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CASE = REPO.parent / "shared" / "data" / "tcga-fg-6692"
-OVERRIDES = {"modalities": ["t1", "t2", "flair"], "inference": {"cpu_bf16": True}, "training": {"threads": 2}}
+MODALITIES = ("t1", "t2", "flair")
+OVERRIDES = {"modalities": list(MODALITIES), "inference": {"cpu_bf16": True}, "training": {"threads": 2}}
 
 
 def run_config() -> dict:
@@ -61,7 +62,7 @@ def run(work: Path) -> dict:
     weights = untrained_weights(work / "site" / "weights.pt", config)
     sheet = work / "patient.tsv"
     sheet.write_text("patient\tscan\tt1\tt2\tflair\n"
-                     + "\t".join(["TCGA-FG-6692", "FG6692", *(str(CASE / f"{m}.nii.gz") for m in ("t1", "t2", "flair"))])
+                     + "\t".join(["TCGA-FG-6692", "FG6692", *(str(CASE / f"{m}.nii.gz") for m in MODALITIES)])
                      + "\n")
     own = work / "predict.yaml"
     own.write_text(yaml.safe_dump({**OVERRIDES, "predict": {"samplesheet": str(sheet), "model": "hrfcn3d",

@@ -84,7 +84,8 @@ def series_problems(folder) -> list[str]:
         return [f"holds non-image DICOM objects ({', '.join(non_images)}); keep only the image series in the folder"]
     series = pd.Series([str(ds.get("SeriesInstanceUID", "")) for _, ds in headers])
     if series.nunique() > 1:
-        described = [f"{uid} ({_description(headers, series, uid)}, {n} files)" for uid, n in series.value_counts().items()]
+        described = [f"{uid} ({_description(headers, series, uid)}, {n} files)"
+                     for uid, n in series.value_counts().items()]
         return [f"holds {series.nunique()} series: {'; '.join(described)}; give one series per folder"]
     localizers = [p.name for p, ds in headers if "LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])]]
     if localizers:
@@ -147,8 +148,8 @@ def dcm2niix_interface(folder, output_dir):
     import dcm2niix
     from nipype.interfaces.dcm2nii import Dcm2niix
 
-    converter = Dcm2niix(source_dir=str(folder), output_dir=str(output_dir), out_filename="image", compress="y",
-                         bids_format=True, anon_bids=True, merge_imgs=False, terminal_output="allatonce")
+    converter = Dcm2niix(source_dir=str(Path(folder).resolve()), output_dir=str(output_dir), out_filename="image",
+                         compress="y", bids_format=True, anon_bids=True, merge_imgs=False, terminal_output="allatonce")
     # the wheel's binary, whether or not the environment's bin folder is on PATH (a venv used without activating)
     converter.inputs.environ = {"PATH": os.pathsep.join([str(Path(dcm2niix.bin).parent), os.environ.get("PATH", "")])}
     return converter
@@ -259,7 +260,8 @@ def _slice_dataset(pixels, k, geometry, attributes, series) -> pydicom.Dataset:
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.Rows, ds.Columns = pixels.shape
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.WindowCenter, ds.WindowWidth = _ds(STORED_MAX * series["RescaleSlope"] / 2), _ds(STORED_MAX * series["RescaleSlope"])
+    full_range = STORED_MAX * series["RescaleSlope"]
+    ds.WindowCenter, ds.WindowWidth = _ds(full_range / 2), _ds(full_range)
     ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
     return ds
 

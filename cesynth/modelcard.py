@@ -106,7 +106,8 @@ def card_text(card: dict) -> str:
     """The short human-readable card."""
     spec, cohort = card["model_spec"], card["training"]["cohort"]
     lines = [f"# Model card: {card['model']}", "", f"**Intended use.** {card['intended_use']}", "",
-             f"- Architecture: {spec['architecture']} (width {spec.get('width')}, output {spec.get('output', 'direct')})",
+             f"- Architecture: {spec['architecture']} (width {spec.get('width')}, "
+             f"output {spec.get('output', 'direct')})",
              f"- Inputs: {', '.join(card['inputs'])}; target: {card['target']}",
              f"- Preprocessing: model grid {card['preprocessing']['preprocess']['shape']} (X, Y, Z), equalization "
              f"{card['preprocessing']['preprocess']['equalization']}, skull strip "

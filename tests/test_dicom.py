@@ -45,7 +45,7 @@ def test_one_series_passes_and_converts_with_its_bids_sidecar(series, tmp_path):
     assert series_problems(series) == []
     assert check_scan_series("P1", "S1", {"t1": str(series)}) == {"t1": 8}
     convert_series(series, tmp_path / "out.nii.gz", tmp_path / "out.json", patient="P1", scan="S1", column="t1")
-    original, converted = (nib.as_closest_canonical(nib.load(p)) for p in (tmp_path / "t1.nii.gz", tmp_path / "out.nii.gz"))
+    original, converted = (nib.as_closest_canonical(nib.load(tmp_path / name)) for name in ("t1.nii.gz", "out.nii.gz"))
     np.testing.assert_allclose(converted.affine, original.affine, atol=0.01)
     np.testing.assert_array_equal(converted.get_fdata(), original.get_fdata())
     assert '"SeriesDescription": "T1"' in (tmp_path / "out.json").read_text()
@@ -84,7 +84,8 @@ def test_each_broken_series_folder_is_named_with_its_problem(series, damage, pro
 def test_synthetic_series_reads_back_on_the_same_grid(tmp_path):
     volume = np.random.default_rng(1).random((20, 16, 8))
     out = tmp_path / "synth"
-    info = write_series(volume, oblique_affine(), out, new_study_attributes("P1"), "SYNTHETIC CE-T1 test", "not acquired")
+    info = write_series(volume, oblique_affine(), out, new_study_attributes("P1"), "SYNTHETIC CE-T1 test",
+                        "not acquired")
     assert info["files"] == 8 and sorted(p.name for p in out.iterdir())[0] == "IM00001.dcm"
     convert_series(out, tmp_path / "back.nii.gz", tmp_path / "back.json", patient="P1", scan="S1", column="synth")
     back = nib.as_closest_canonical(nib.load(tmp_path / "back.nii.gz"))
