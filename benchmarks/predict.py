@@ -10,6 +10,7 @@ run's preprocessing record and a model card that says so.
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import subprocess
@@ -57,7 +58,8 @@ def untrained_weights(path: Path, config: dict) -> Path:
 
 
 def run(work: Path) -> dict:
-    """Wall time, peak RSS of the largest process, and seconds per predict job of one end-to-end run."""
+    """Wall time, peak RSS of the largest process, the 1-min load average before and after, and per predict job
+    its wall and CPU seconds (CPU seconds tell what other processes on the machine took from a slow run)."""
     config = run_config()
     weights = untrained_weights(work / "site" / "weights.pt", config)
     sheet = work / "patient.tsv"
@@ -70,15 +72,15 @@ def run(work: Path) -> dict:
     snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
     command = [snakemake, "-s", str(REPO / "Snakefile"), "--directory", str(work), "predict", "--cores", "2",
                "--configfile", str(REPO / "config" / "paper.yaml"), str(own)]
-    started = time.perf_counter()
+    load_before, started = os.getloadavg()[0], time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode:
         raise RuntimeError(f"snakemake predict failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # kB: the largest single process
-    jobs = {f"{p.parent.name} {p.stem}": float(pd.read_csv(p, sep="\t").s.iloc[-1])
+    jobs = {f"{p.parent.name} {p.stem}": pd.read_csv(p, sep="\t")[["s", "cpu_time"]].iloc[-1].to_dict()
             for p in sorted((work / "results" / "benchmarks").glob("*/*.tsv"))}
-    return {"wall_s": wall, "peak_gb": peak_gb, "jobs": jobs}
+    return {"wall_s": wall, "peak_gb": peak_gb, "load": [load_before, os.getloadavg()[0]], "jobs": jobs}
 
 
 def main():

@@ -560,11 +560,13 @@ def bench_predict(tmp: Path, quick: bool):
         raise RuntimeError(f"benchmarks.predict failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     synthesis = result["jobs"]["predict_synthesize FG6692"]
-    others = ", ".join(f"{name.split()[0]} {s:.0f} s" for name, s in result["jobs"].items()
+    others = ", ".join(f"{name.split()[0]} {job['s']:.0f} s" for name, job in result["jobs"].items()
                        if not name.startswith("predict_synthesize"))
     case = "TCGA-FG-6692 (T1, T2, FLAIR raw), 192x256x192, hrfcn3d width 1, inference.cpu_bf16, --cores 2"
     return [row("predict", f"snakemake predict, one patient end to end: {case}", result["wall_s"] / 60, "min", None,
-                "", f"measured; target <= 10 min; synthesis {synthesis / 60:.1f} min; {others}"),
+                "", f"measured; target <= 10 min; synthesis {synthesis['s'] / 60:.1f} min "
+                f"({synthesis['cpu_time'] / 60:.1f} CPU min); {others}; load {result['load'][0]:.1f} before, "
+                f"{result['load'][1]:.1f} after"),
             row("predict", "snakemake predict, one patient end to end: peak RSS", result["peak_gb"], "GB", None, "",
                 "measured: the largest process of the run; target <= 8 GB")]
 
