@@ -17,7 +17,7 @@ import pytest
 import yaml
 from dcm2niix import main as dcm2niix
 
-from conftest import REPO, SHARED, TCGA
+from conftest import SHARED, TCGA
 from dicom_series import patient_series
 from test_workflow import snakemake
 
