@@ -18,13 +18,41 @@ gives exactly the whole-volume prediction (up to float rounding) with bounded me
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .io import Stack, save_nifti
 from .models import receptive_field
 from .device import bf16_autocast, select_device
 from .weights import load_weights
+
+
+def cpu_fast(model: torch.nn.Module) -> torch.nn.Module:
+    """The CPU inference path of ``inference.cpu_bf16``: a copy with every batch norm folded into the
+    convolution before it (eval mode: the same affine map, one pass over memory less) in channels-last
+    layout (NDHWC; NHWC for the slice-wise 2D nets), where oneDNN's bf16 convolutions run fastest
+    (BENCHMARKS.md: hrfcn3d 2.2x faster than bf16 in the default layout)."""
+    model = copy.deepcopy(model).eval()
+    for sequence in (m for m in model.modules() if isinstance(m, torch.nn.Sequential)):
+        for i in range(1, len(sequence)):
+            conv, norm = sequence[i - 1], sequence[i]
+            if isinstance(conv, (torch.nn.Conv2d, torch.nn.Conv3d)) and \
+                    isinstance(norm, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+                sequence[i - 1], sequence[i] = fuse_conv_bn_eval(conv, norm), torch.nn.Identity()
+    return model.to(memory_format=_channels_last(model))
+
+
+def _channels_last(model) -> torch.memory_format:
+    return torch.channels_last if model.slicewise else torch.channels_last_3d
+
+
+def _layout(x: torch.Tensor, model, cpu_bf16: bool) -> torch.Tensor:
+    """Inputs of the fast CPU path in channels-last layout (the 2D nets reshape theirs internally)."""
+    fast = cpu_bf16 and x.device.type == "cpu" and not model.slicewise
+    return x.contiguous(memory_format=torch.channels_last_3d) if fast else x
 
 
 @torch.no_grad()
@@ -45,7 +73,8 @@ def sliding_window(model, volume: np.ndarray, window: int, stride: int = 1, batc
     autocast = bf16_autocast(device, amp, cpu_bf16)
     for i in range(0, len(starts), batch_size):
         batch_starts = starts[i:i + batch_size]
-        x = torch.from_numpy(np.stack([volume[:, z:z + window] for z in batch_starts])).to(device)
+        x = _layout(torch.from_numpy(np.stack([volume[:, z:z + window] for z in batch_starts])).to(device), model,
+                    cpu_bf16)
         with autocast:
             pred = model(x).float().cpu().numpy()[:, 0]
         for z, block in zip(batch_starts, pred):
@@ -69,7 +98,7 @@ def slab_inference(model, volume: np.ndarray, slab: int, halo: int, device="cpu"
     for z0 in range(0, n_z, slab):
         z1 = min(z0 + slab, n_z)
         a, b = max(z0 - halo, 0), min(z1 + halo, n_z)
-        x = torch.from_numpy(np.ascontiguousarray(volume[None, :, a:b])).to(device)
+        x = _layout(torch.from_numpy(np.ascontiguousarray(volume[None, :, a:b])).to(device), model, cpu_bf16)
         with bf16_autocast(device, amp, cpu_bf16):
             out[z0:z1] = model(x)[0, 0, z0 - a:z1 - a].double().cpu().numpy()
     return out
@@ -116,6 +145,8 @@ def synthesize_all(weights, stack_paths, out_paths, stride=1, batch_size=4, devi
                    tiling="window", slab=0, cpu_bf16=False):
     device = select_device(device)
     model, payload = load_weights(weights, device)
+    if cpu_bf16 and device.type == "cpu":
+        model = cpu_fast(model)
     halo = slice_halo(model) if tiling == "slab" else None
     for stack_path, out_path in zip(stack_paths, out_paths):
         synthesize_scan(model, payload, stack_path, out_path, stride, batch_size, device, amp, tiling, slab, halo,

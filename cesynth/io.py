@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import html
 import json
 import os
@@ -88,6 +89,15 @@ def write_html_page(path, title: str, body_html: str, intro: str = ""):
             f"{f'<p>{html.escape(intro)}</p>' if intro else ''}<div class='table'>{body_html}</div></body></html>\n")
     with atomic_output(path) as tmp:
         tmp.write_text(page)
+
+
+def sha256(path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(obj, path):

@@ -17,8 +17,9 @@ import numpy as np
 from scipy import ndimage
 
 from .cohort import load_samples as _load_sheet
-from .inference import synthesize_scan
-from .io import Stack, save_nifti, write_json
+from .inference import cpu_fast, synthesize_scan
+from . import dicom, modelcard
+from .io import Stack, save_nifti, sha256, write_json
 from .plots import prediction_panel
 from .device import select_device
 from .weights import load_weights
@@ -40,6 +41,12 @@ def not_configured(_wildcards=None):
     raise ValueError(NOT_CONFIGURED)
 
 
+def wants_dicom(setting: str, t1_is_dicom: bool) -> bool:
+    """Whether to write the synthesis as a DICOM series: ``predict.dicom_output`` auto (when the T1 came as
+    DICOM), always or never."""
+    return setting == "always" or setting == "auto" and t1_is_dicom
+
+
 def load_samples(samplesheet, inputs):
     """The prediction sheet as a table (paths made absolute), refused with every sheet problem listed."""
     table = _load_sheet({"source": "samplesheet", "samplesheet": samplesheet}, None, None)
@@ -47,14 +54,6 @@ def load_samples(samplesheet, inputs):
     if problems:
         raise InputError(problems)
     return table
-
-
-def sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def to_native(volume_xyz: np.ndarray, model_affine: np.ndarray, native_path) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +95,9 @@ def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack
         raise ValueError(f"{weights}: weights are of model {payload['model_spec']}, but predict.model "
                          f"{model_name!r} is configured as {model_spec}")
     check_preprocessing(weights, payload, preprocessing)
+    card = modelcard.read_card(weights)
+    if cpu_bf16 and device.type == "cpu":
+        model = cpu_fast(model)
     pred = synthesize_scan(model, payload, stack_path, out["synth_model"], stride, batch_size, device, amp,
                            cpu_bf16=cpu_bf16)
     stack = Stack(stack_path)
@@ -116,7 +118,17 @@ def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack
         "config": settings,
         "config_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest(),
         "nifti_descrip": description,
+        "model_card": modelcard.summary(card),
     }
     write_json(sidecar, out["sidecar"])
     prediction_panel(stack, pred, model_spec["inputs"], out["panel"], f"{scan}: SYNTHETIC - not acquired (model {model_name})")
     return sidecar
+
+
+def write_dicom(synth_path, out_dir, *, patient: str, model_name: str, t1_series=None) -> dict:
+    """The synthetic CE-T1 (native T1 grid) as a DICOM series: in the T1 series' study and frame of reference
+    when the T1 came as DICOM (``t1_series``), else in a new study of ``patient``."""
+    img = nib.load(str(synth_path))
+    attributes = dicom.source_attributes(t1_series) if t1_series else dicom.new_study_attributes(patient)
+    return dicom.write_series(img.get_fdata(), img.affine, out_dir, attributes,
+                              f"SYNTHETIC CE-T1 cesynth {model_name} NOT ACQUIRED", WARNING)

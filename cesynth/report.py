@@ -151,7 +151,8 @@ def runtime_table(benchmark_paths) -> pd.DataFrame:
 
 
 def write_provenance(config: dict, path, packages=("snakemake", "torch", "antspyx", "brainextractor", "nipype",
-                                                     "nibabel", "numpy", "scipy", "scikit-image", "pandas")):
+                                                     "fslpy", "pydicom", "dcm2niix", "nibabel", "numpy", "scipy",
+                                                     "scikit-image", "pandas")):
     """The configuration and software versions behind every result, as an HTML page for the report."""
     versions = {"python": platform.python_version(), "platform": platform.platform()}
     for name in packages:

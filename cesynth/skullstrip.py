@@ -1,8 +1,9 @@
 """Brain masks on the reference (CE-T1) image.
 
-Paper section III-A uses FSL BET on the CE-T1. FSL is used when installed (through nipype's
-interface); otherwise a pure-Python BET (``brainextractor``, a port of BET's surface-deformation
-model) runs on a preprocessed copy of the image and the mask is mapped back to the reference grid.
+Paper section III-A uses FSL BET on the CE-T1. FSL is used when installed (through fslpy's
+``fsl.wrappers.bet``, as the design names it); otherwise a pure-Python BET (``brainextractor``, a port of
+BET's surface-deformation model) runs on a preprocessed copy of the image and the mask is mapped back to the
+reference grid.
 """
 
 from __future__ import annotations
@@ -36,17 +37,16 @@ MAX_RIM_RATIO = 1.4
 _RIM_MM, _INTERIOR_MM = 3.0, 10.0
 
 
-def fsl_bet(in_path, out_path, frac, robust):
-    """nipype's FSL ``BET`` interface for ``bet in out -f frac -m [-R]``; not run.
+def fsl_bet(in_path, out_prefix, frac, robust, cmdonly=False):
+    """FSL ``bet in out -f frac -m [-R]`` through fslpy (``fsl.wrappers.bet``), which runs ``$FSLDIR/bin/bet``.
 
-    Its ``.cmdline`` is the command (``in_path`` relative to the working directory, as nipype
-    writes it); ``.run()`` needs FSL. ``-m`` also writes the mask, ``<out_path>_mask.nii.gz``.
+    ``-m`` also writes the mask, ``<out_prefix>_mask.nii.gz``. ``cmdonly``: return the command as a list
+    of words instead of running it (fslpy still needs ``$FSLDIR`` set to build it).
     """
-    os.environ.setdefault("NIPYPE_NO_ET", "1")  # no version check over the network (nodes are often offline)
-    from nipype.interfaces.fsl import BET
+    from fsl.wrappers import bet
 
-    return BET(in_file=str(in_path), out_file=str(out_path), frac=float(frac), robust=bool(robust), mask=True,
-               output_type="NIFTI_GZ", terminal_output="allatonce")
+    return bet(str(in_path), str(out_prefix), mask=True, fracintensity=float(frac), robust=bool(robust),
+               cmdonly=cmdonly)
 
 
 def fsl_available() -> bool:
@@ -56,11 +56,10 @@ def fsl_available() -> bool:
 
 def _fsl_mask(reference_path, frac, robust) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="cesynth_bet_") as work:
-        bet = fsl_bet(reference_path, os.path.join(work, "brain.nii.gz"), frac, robust)
-        # FSL's scripts call their siblings through $FSLDIR/bin.
-        bet.inputs.environ = {"PATH": os.path.join(os.environ["FSLDIR"], "bin") + os.pathsep + os.environ["PATH"]}
-        result = bet.run(cwd=work)
-        return np.asarray(nib.load(result.outputs.mask_file).dataobj) > 0
+        fsl_bet(reference_path, os.path.join(work, "brain"), frac, robust)
+        # FSLOUTPUTTYPE (a site's FSL setup) decides the extension
+        [mask] = [p for p in os.listdir(work) if p.startswith("brain_mask.nii")]
+        return np.asarray(nib.load(os.path.join(work, mask)).dataobj) > 0
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -201,7 +200,7 @@ def brain_mask(reference_path, out_mask_path, backend="auto", frac=0.5, robust=T
                python_frac=0.6, iterations=500, iso_mm=2.0, scan="") -> dict:
     """Write a uint8 brain mask (reference grid and affine) to ``out_mask_path``.
 
-    backend: "fsl" (FSL ``bet`` through nipype), "python" (brainextractor pipeline),
+    backend: "fsl" (FSL ``bet`` through fslpy), "python" (brainextractor pipeline),
     "auto" (FSL when ``$FSLDIR/bin/bet`` exists, else python), or "none" (already skull-stripped:
     :func:`nonzero_mask`; ``scan`` names the scan in its refusal).
     ``frac``/``robust`` are FSL's ``-f``/``-R``. The python backend uses its own threshold

@@ -45,7 +45,7 @@ from .data import PatchSampler, StepBatches
 from .device import bf16_autocast, select_device
 from .io import atomic_output, remove_partial_writes, write_table
 from .losses import SynthesisLoss
-from .weights import load_weights, new_model, read_payload, save_weights
+from .weights import load_weights, new_model, read_payload, safe_load, save_weights
 
 __all__ = ["Interrupted", "StageTrainer", "evaluate_loss", "load_weights", "run_distributed", "train_stage"]
 
@@ -163,7 +163,7 @@ class StageTrainer:
 
     def resume(self):
         """Continue from the checkpoint if it was written by this configuration, else keep it aside."""
-        state = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+        state = safe_load(self.checkpoint, self.device)
         if state["fingerprint"] == self.fingerprint:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])

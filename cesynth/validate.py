@@ -72,7 +72,8 @@ def check_sheet(table: pd.DataFrame, modalities: list[str], check_exists=True) -
         for row in table.itertuples(index=False):
             for column in [*modalities, "tumour_mask"]:
                 path = _path(row, column)
-                if path and not Path(path).is_file():
+                # an image may be a folder holding a DICOM series (cesynth.dicom); a mask is a file
+                if path and not (Path(path).is_file() or column != "tumour_mask" and Path(path).is_dir()):
                     problems.append(Problem(row.scan, path, f"{column} file does not exist"))
     return problems
 
@@ -87,6 +88,8 @@ def check_files(table: pd.DataFrame, modalities: list[str], reference: str, mask
         ref_shape = ref_affine = None
         for column in modalities:
             path = _path(row, column)
+            if Path(path).is_dir():  # a DICOM series: checked and converted by its own jobs (cesynth.dicom)
+                continue
             img, problem = _open(path)
             if problem:
                 problems.append(Problem(row.scan, path, f"{column}: {problem}"))

@@ -4,7 +4,7 @@ import sys
 
 import pandas as pd
 
-from cesynth import configcheck, study as S
+from cesynth import configcheck, dicom, modelcard, study as S
 from cesynth.cohort import enhancing_labels, load_samples, load_split, tumour_mask_labels, validation_scans
 from cesynth.screening import screen_scans
 from cesynth.validate import InputError, check_sheet, scan_settings
@@ -40,15 +40,21 @@ SAMPLES = SAMPLES.set_index("scan", drop=False)
 _sheet_problems = check_sheet(SAMPLES, [*MODALITIES, REF], check_exists=config["input"]["source"] != "demo")
 if _sheet_problems:
     raise InputError(_sheet_problems)
+# Images given as DICOM series folders: {scan: {column: folder}}, read from here on as their converted NIfTI
+# (rules dicom_check, dicom_to_nifti).
+DICOM_SERIES = dicom.series_folders(SAMPLES, [*MODALITIES, REF])
+SAMPLES = dicom.with_converted_paths(SAMPLES, DICOM_SERIES, lambda s, c: S.path("dicom_nifti", scan=s, dmod=c))
 SPLIT = load_split(config["split"], SAMPLES.reset_index(drop=True)).set_index("scan", drop=False)
 TRAIN = list(SPLIT.scan[SPLIT.set == "train"])
 TEST = list(SPLIT.scan[SPLIT.set.isin(["test_A", "B"])])
 VALIDATION = validation_scans(SPLIT, config["split"]["validation"])
+COHORT = modelcard.cohort_record(SAMPLES, SPLIT, config["input"])  # the training cohort, for the model cards
 
 
 wildcard_constraints:
     scan="|".join(map(re.escape, SAMPLES.scan)),
     mod="|".join(MOVING),
+    dmod="|".join(dict.fromkeys([*MODALITIES, REF])),
     model="|".join(map(re.escape, [*config["models"], S.IDENTITY])),
     stage="1|2",
     study="|".join(STUDIES),

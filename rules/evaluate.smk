@@ -38,6 +38,26 @@ rule metrics:
         "../workflow_scripts/metrics.py"
 
 
+rule model_card:
+    """What a trained model is, what it learned from, how it scored against identity and what it is for: JSON
+    and a short text beside its final weights (predict copies its summary into every sidecar)."""
+    input:
+        weights=S.path("weights", stage=2),
+        metrics=[S.path("metrics"), S.path("metrics", model=S.IDENTITY)],
+    output:
+        card=S.path("model_card"),
+        text=S.path("model_card_text"),
+    params:
+        training=lambda w: S.model_settings(config, w.model),
+        cohort=COHORT,
+    conda:
+        "../envs/train.yaml"
+    log:
+        log("model_card", "{model}"),
+    script:
+        "../workflow_scripts/model_card.py"
+
+
 for _study in STUDIES:
     _models = S.study_models(config, _study)
     _trained = config["studies"][_study]
@@ -53,6 +73,7 @@ for _study in STUDIES:
             synth=[p for paths in _predictions.values() for p in paths],
             histories=[p for paths in _histories.values() for p in paths],
             stacks=stacks(TEST),
+            cards=[S.path("model_card", model=m) for m in _trained],  # beside every trained model's weights
         output:
             metrics=study_file(_study, "metrics.tsv"),
             summary=report(

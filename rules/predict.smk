@@ -12,9 +12,19 @@ if PREDICT.get("samplesheet"):
                  f"({configcheck.did_you_mean(PREDICT_MODEL, config['models'], 'models')})")
     PREDICT_SPEC = S.model_spec(config, PREDICT_MODEL)
     PREDICT_MOVING = [m for m in PREDICT_SPEC["inputs"] if m != P.REFERENCE]
-    PREDICT_SAMPLES = P.load_samples(PREDICT["samplesheet"], PREDICT_SPEC["inputs"]).set_index("scan", drop=False)
-    # Explicit weights (e.g. copied from a training site) or the ones this workflow trains.
+    PREDICT_SAMPLES = P.load_samples(PREDICT["samplesheet"], PREDICT_SPEC["inputs"])
+    # Inputs given as DICOM series folders ({scan: {column: folder}}) are read as their converted NIfTI.
+    PREDICT_DICOM = dicom.series_folders(PREDICT_SAMPLES, PREDICT_SPEC["inputs"])
+    PREDICT_SAMPLES = dicom.with_converted_paths(PREDICT_SAMPLES, PREDICT_DICOM,
+        lambda s, c: S.path("predict_dicom_nifti", pscan=s, dmod=c)).set_index("scan", drop=False)
+    # Explicit weights (e.g. copied from a training site, with their model card) or the ones this workflow trains.
     PREDICT_WEIGHTS = PREDICT.get("weights") or S.path("weights", model=PREDICT_MODEL, stage=2)
+    if PREDICT.get("weights") and not modelcard.card_path(PREDICT_WEIGHTS).is_file():
+        sys.exit(f"config: predict.weights {PREDICT_WEIGHTS} has no model card beside it "
+                 f"({modelcard.card_path(PREDICT_WEIGHTS)}); copy it with the weights from where they were trained")
+    # DICOM output: when the T1 came as DICOM (auto), for every scan (always) or never.
+    PREDICT_DICOM_OUT = [s for s in PREDICT_SAMPLES.scan
+                         if P.wants_dicom(PREDICT["dicom_output"], P.REFERENCE in PREDICT_DICOM.get(s, {}))]
 
     wildcard_constraints:
         pscan="|".join(map(re.escape, PREDICT_SAMPLES.scan)),
@@ -24,6 +34,34 @@ if PREDICT.get("samplesheet"):
         """Synthetic CE-T1 of every scan of predict.samplesheet, on its native T1 grid and in model space."""
         input:
             [predict_out(k, s) for s in PREDICT_SAMPLES.scan for k in ("synth", "synth_model", "sidecar", "panel")],
+            [predict_out("dicom", s) for s in PREDICT_DICOM_OUT],
+
+    use rule dicom_check as predict_dicom_check with:
+        input:
+            lambda w: list(PREDICT_DICOM[w.pscan].values()),
+        output:
+            S.path("predict_dicom_checked"),
+        params:
+            patient=lambda w: PREDICT_SAMPLES.at[w.pscan, "patient"],
+            folders=lambda w: PREDICT_DICOM[w.pscan],
+        group:
+            "predict"
+        log:
+            log("predict_dicom_check", "{pscan}"),
+
+    use rule dicom_to_nifti as predict_dicom_to_nifti with:
+        input:
+            series=lambda w: PREDICT_DICOM[w.pscan][w.dmod],
+            checked=S.path("predict_dicom_checked"),
+        output:
+            image=S.path("predict_dicom_nifti"),
+            sidecar=S.path("predict_dicom_sidecar"),
+        params:
+            patient=lambda w: PREDICT_SAMPLES.at[w.pscan, "patient"],
+        group:
+            "predict"
+        log:
+            log("predict_dicom_to_nifti", "{pscan}_{dmod}"),
 
     # The training cohort's rules (rules/preprocess.smk) on a new patient's files: same scripts,
     # settings and resources, the patient's T1 as reference, outputs in the predict_* paths.
@@ -54,7 +92,7 @@ if PREDICT.get("samplesheet"):
             transform=S.path("predict_transform"),
             qc=S.path("predict_coreg_qc"),
         params:
-            settings=config["registration"],
+            settings=lambda w: scan_settings(config, PREDICT_SAMPLES.loc[w.pscan], "registration"),
         group:
             "predict"
         log:
@@ -70,7 +108,7 @@ if PREDICT.get("samplesheet"):
             mask=S.path("predict_brain_mask"),
             qc=S.path("predict_skullstrip_qc"),
         params:
-            settings=config["skullstrip"],
+            settings=lambda w: scan_settings(config, PREDICT_SAMPLES.loc[w.pscan], "skullstrip"),
         group:
             "predict"
         log:
@@ -101,6 +139,7 @@ if PREDICT.get("samplesheet"):
         """Run the trained model; write the synthetic CE-T1 (native T1 grid and model space), sidecar, panel."""
         input:
             weights=PREDICT_WEIGHTS,
+            card=modelcard.card_path(PREDICT_WEIGHTS),
             stack=S.path("predict_stack"),
             meta=S.path("predict_stack_json"),
             t1=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
@@ -113,9 +152,10 @@ if PREDICT.get("samplesheet"):
             model=PREDICT_MODEL,
             spec=PREDICT_SPEC,
             inputs=lambda w: {m: PREDICT_SAMPLES.at[w.pscan, m] for m in PREDICT_SPEC["inputs"]},
-            settings={
+            settings=lambda w: {
                 "model": config["models"][PREDICT_MODEL],
-                **{k: config[k] for k in ("registration", "skullstrip", "preprocess", "inference")},
+                **{k: config[k] for k in ("preprocess", "inference")},
+                **{k: scan_settings(config, PREDICT_SAMPLES.loc[w.pscan], k) for k in ("registration", "skullstrip")},
             },
             preprocessing=S.preprocessing_record(config),
             device=S.model_settings(config, PREDICT_MODEL)["device"],
@@ -134,6 +174,27 @@ if PREDICT.get("samplesheet"):
             benchmark("predict_synthesize", "{pscan}")
         script:
             "../workflow_scripts/predict_synthesize.py"
+
+    rule predict_dicom:
+        """The synthetic CE-T1 on the native T1 grid as a DICOM series: new series in the T1's study and frame of
+        reference (a new study when the T1 came as NIfTI), DERIVED\\SECONDARY, described as SYNTHETIC."""
+        input:
+            synth=predict_out("synth"),
+            sidecar=predict_out("sidecar"),
+            t1_series=lambda w: PREDICT_DICOM.get(w.pscan, {}).get(P.REFERENCE, []),
+        output:
+            directory(predict_out("dicom")),
+        params:
+            patient=lambda w: PREDICT_SAMPLES.at[w.pscan, "patient"],
+            model=PREDICT_MODEL,
+        group:
+            "predict"
+        conda:
+            "../envs/train.yaml"
+        log:
+            log("predict_dicom", "{pscan}"),
+        script:
+            "../workflow_scripts/predict_dicom.py"
 
 else:
     if "predict" in REQUESTED:

@@ -20,6 +20,42 @@ if config["input"]["source"] == "demo":
             "../workflow_scripts/demo_cohort.py"
 
 
+rule dicom_check:
+    """Read the headers of a scan's DICOM series folders: one 3-D series each, or one line per problem (several
+    series, a localizer, non-image objects, a missing slice) before anything is converted."""
+    input:
+        lambda w: list(DICOM_SERIES[w.scan].values()),
+    output:
+        S.path("dicom_checked"),
+    params:
+        patient=lambda w: SAMPLES.at[w.scan, "patient"],
+        folders=lambda w: DICOM_SERIES[w.scan],
+    conda:
+        "../envs/preprocess.yaml"
+    log:
+        log("dicom_check", "{scan}"),
+    script:
+        "../workflow_scripts/dicom_check.py"
+
+
+rule dicom_to_nifti:
+    """One DICOM series to NIfTI with dcm2niix (through nipype), its BIDS JSON sidecar beside it."""
+    input:
+        series=lambda w: DICOM_SERIES[w.scan][w.dmod],
+        checked=S.path("dicom_checked"),
+    output:
+        image=S.path("dicom_nifti"),
+        sidecar=S.path("dicom_sidecar"),
+    params:
+        patient=lambda w: SAMPLES.at[w.scan, "patient"],
+    conda:
+        "../envs/preprocess.yaml"
+    log:
+        log("dicom_to_nifti", "{scan}_{dmod}"),
+    script:
+        "../workflow_scripts/dicom_to_nifti.py"
+
+
 rule validate_inputs:
     """Open every input image; stop before any work with one line per problem."""
     input:

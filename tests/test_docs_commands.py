@@ -4,7 +4,8 @@ The study is the test-size one: CESYNTH_CONFIGFILE names config/tiny.yaml, confi
 a three-patient cohort (docs_commands.tiny_configfile); the Snakefile merges them after the command's
 own --configfile files (so `--configfile config/paper.yaml` stays on the command line). Files a user writes are made here: `cohort.tsv` (the demo cohort's own
 scans, so the sample-sheet run reuses the demo run's work), `my_predict.yaml` and
-`new_patients.tsv` (a demo scan without its CE-T1).
+`new_patients.tsv` (a demo scan without its CE-T1), `my_dicom_predict.yaml`, `dicom_patients.tsv` and
+`NEW002/dicom/<t1,t2,adc>/` (another demo scan as DICOM series).
 
 Where the commands run:
 - here (marker slow, run by scripts/test.sh after the default suite): every command but the two below, in
@@ -21,12 +22,14 @@ import os
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import pandas as pd
 import pytest
 import yaml
 
 from cesynth.cohort import load_samples
 from conftest import SHARED
+from dicom_series import patient_series
 from docs_commands import SLURM_PROFILE, documented_commands, fresh_clone, run_command, tiny_configfile, user_env
 
 COMMANDS = documented_commands()
@@ -67,6 +70,14 @@ def write_user_files(clone: Path, before: str):
         new.to_csv(clone / "new_patients.tsv", sep="\t", index=False)
         (clone / "my_predict.yaml").write_text(yaml.safe_dump(
             {"predict": {"samplesheet": "new_patients.tsv", "model": "hrfcn3d"}}))
+    if "my_dicom_predict.yaml" in before and not (clone / "my_dicom_predict.yaml").exists():
+        # another demo scan as a hospital has it: one DICOM series per sequence (tests/dicom_series.py)
+        series = patient_series({m: clone / relative.at[1, m] for m in ("t1", "t2", "adc")}, clone / "NEW002" / "dicom")
+        pd.DataFrame([{"patient": "NEW002", "scan": "NEW002_1",
+                       **{m: os.path.relpath(folder, clone) for m, folder in series.items()}}]).to_csv(
+            clone / "dicom_patients.tsv", sep="\t", index=False)
+        (clone / "my_dicom_predict.yaml").write_text(yaml.safe_dump(
+            {"predict": {"samplesheet": "dicom_patients.tsv", "model": "hrfcn3d"}}))
 
 
 @pytest.mark.slow  # the demo, sample-sheet, predict and real-data runs of the docs: ~7 min on 2 cores
@@ -95,6 +106,9 @@ def test_documented_commands(tmp_path):
     assert "cohort.tsv" in provenance  # the last study run read the sample sheet
     synth = results / "predict" / "NEW001_1" / "NEW001_1_model-hrfcn3d_desc-synthetic_ce_t1.nii.gz"
     assert synth.stat().st_size > 1000
+    read_back = nib.load(results / "predict" / "NEW002_1" / "synthetic.nii.gz")  # the DICOM series, via dcm2niix
+    native = nib.load(results / "predict" / "NEW002_1" / "NEW002_1_model-hrfcn3d_desc-synthetic_ce_t1.nii.gz")
+    assert read_back.shape == native.shape and read_back.get_fdata().max() > 0.1
     assert pd.read_csv(clone / "cohort.tsv", sep="\t").scan.tolist() == \
         pd.read_csv(results / "demo" / "samples.tsv", sep="\t").scan.tolist()
 

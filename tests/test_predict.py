@@ -62,8 +62,16 @@ def test_predict_without_contrast_on_a_real_case(tmp_path):
 
     # weights brought from elsewhere, trained on [32, 32, 32] stacks, are refused by a run that preprocesses to
     # another shape, naming the key; nothing is written
-    site_weights = tmp_path / "site_weights.pt"
+    site_weights = tmp_path / "site" / "weights.pt"
+    site_weights.parent.mkdir()
     shutil.copyfile(weights, site_weights)
+    alone = tmp_path / "alone.yaml"  # weights without their model card are refused when the DAG is built
+    alone.write_text(yaml.safe_dump({"predict": {"weights": str(site_weights)}}))
+    result = snakemake(work, "--configfile", str(REPO / "config" / "tiny.yaml"), str(predict_config(tmp_path)),
+                       str(alone), "--cores", "2", "predict", check=False)
+    assert result.returncode != 0 and f"predict.weights {site_weights} has no model card beside it" in result.stderr
+    shutil.copyfile(weights.with_name("model_card.json"), site_weights.with_name("model_card.json"))
+    assert sidecar["model_card"]["weights_sha256"] == sidecar["weights_sha256"]
     other = tmp_path / "other_shape.yaml"
     other.write_text(yaml.safe_dump({"preprocess": {"shape": [32, 32, 40]}, "predict": {"weights": str(site_weights)}}))
     result = snakemake(work, "--configfile", str(REPO / "config" / "tiny.yaml"), str(predict_config(tmp_path)),

@@ -94,7 +94,7 @@ def test_real_study_runs_on_mixed_raw_and_preprocessed_scans(tmp_path):
     history = pd.read_csv(results / "models" / "hrfcn3d" / "stage1" / "history.tsv", sep="\t")
     assert not any(c.startswith("val_") for c in history.columns)  # validation: none, the test patient unseen
 
-    payload = torch.load(results / "models" / "hrfcn3d" / "stage2" / "weights.pt", weights_only=False)
+    payload = torch.load(results / "models" / "hrfcn3d" / "stage2" / "weights.pt")
     assert payload["model_spec"]["inputs"] == ["t1", "t2", "flair"]
     assert payload["preprocessing"]["preprocess"]["shape"] == [48, 48, 32]
     assert payload["preprocessing"]["modalities"] == ["t1", "t2", "flair"]

@@ -69,7 +69,7 @@ def test_killed_run_resumes_from_its_checkpoint_without_redoing_finished_work(tm
     assert blocked.returncode != 0 and "--unlock" in blocked.stdout + blocked.stderr  # says how to go on
     snakemake(work, "--unlock", configs=configs)
     assert checkpoint.stat().st_mtime_ns == killed_at  # the kill really stopped training
-    killed_epoch = torch.load(checkpoint, weights_only=False)["epoch"]  # epochs done before the kill
+    killed_epoch = torch.load(checkpoint)["epoch"]  # epochs done before the kill
     assert 1 <= killed_epoch < EPOCHS
     snakemake(work, "--cores", "2", "--rerun-incomplete", target, configs=configs)
 
@@ -83,7 +83,7 @@ def test_killed_run_resumes_from_its_checkpoint_without_redoing_finished_work(tm
     assert list(history.epoch) == list(range(1, EPOCHS + 1))  # every epoch once: none lost, none repeated
     # nothing half-written: every model file loads, no temporary file of an interrupted write is left
     for weights in (results / "models" / MODEL).rglob("*.pt"):
-        assert torch.load(weights, weights_only=False), weights
+        assert torch.load(weights), weights
     assert not list(results.rglob(".*"))
     metrics = pd.read_csv(results / "models" / MODEL / "metrics.tsv", sep="\t")
     assert set(metrics.scan) == set(split.scan[split.set != "train"]) and metrics.psnr_brain.notna().all()

@@ -1,5 +1,6 @@
 """Tests for cesynth.skullstrip."""
 
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -15,14 +16,35 @@ COLIN_BET = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
 T1C = Path("/work/shared/data/tcga-fg-6692/t1c.nii.gz")
 
 
-def test_fsl_bet_command_without_fsl(tmp_path, monkeypatch):
-    (tmp_path / "in.nii.gz").write_bytes(b"")  # nipype checks that the input exists
-    monkeypatch.chdir(tmp_path)
-    bet = fsl_bet(tmp_path / "in.nii.gz", tmp_path / "out_brain.nii.gz", 0.4, True)
-    assert bet.cmdline.split() == ["bet", "in.nii.gz", str(tmp_path / "out_brain.nii.gz"), "-f", "0.40", "-m", "-R"]
-    assert bet._list_outputs()["mask_file"] == str(tmp_path / "out_brain_mask.nii.gz")  # what _fsl_mask reads
-    assert fsl_bet("in.nii.gz", "out.nii.gz", 0.5, False).cmdline.split() == ["bet", "in.nii.gz", "out.nii.gz",
-                                                                               "-f", "0.50", "-m"]
+def fake_fsl(root: Path) -> Path:
+    """An $FSLDIR whose bin/bet (a stand-in: FSL cannot be installed here) records its arguments and writes the
+    mask that -m asks for: the voxels above 10% of the maximum."""
+    bet = root / "bin" / "bet"
+    bet.parent.mkdir(parents=True)
+    bet.write_text(f"""#!{sys.executable}
+import sys, nibabel as nib, numpy as np
+open(sys.argv[0] + ".args", "w").write(" ".join(sys.argv[1:]))
+img = nib.load(sys.argv[1])
+data = img.get_fdata()
+nib.save(nib.Nifti1Image((data > 0.1 * data.max()).astype(np.uint8), img.affine), sys.argv[2] + "_mask.nii.gz")
+""")
+    bet.chmod(0o755)
+    return root
+
+
+def test_fsl_bet_through_fslpy_with_a_stand_in_fsl(tmp_path, monkeypatch):
+    monkeypatch.setenv("FSLDIR", str(fake_fsl(tmp_path / "fsl")))
+    bet = str(tmp_path / "fsl" / "bin" / "bet")
+    assert fsl_bet("in.nii.gz", tmp_path / "out_brain", 0.4, True, cmdonly=True) == \
+        [bet, "in.nii.gz", str(tmp_path / "out_brain"), "-m", "-f", "0.4", "-R"]
+    assert fsl_bet("in.nii.gz", "out", 0.5, False, cmdonly=True) == [bet, "in.nii.gz", "out", "-m", "-f", "0.5"]
+    assert fsl_available()
+    out = tmp_path / "mask.nii.gz"
+    result = brain_mask(T1C, out, backend="auto", frac=0.3, robust=True)  # auto: FSL, since $FSLDIR/bin/bet exists
+    words = Path(bet + ".args").read_text().split()
+    assert result["backend"] == "fsl" and words[0] == str(T1C) and words[2:] == ["-m", "-f", "0.3", "-R"]
+    data = nib.load(T1C).get_fdata()
+    np.testing.assert_array_equal(np.asarray(nib.load(out).dataobj) > 0, data > 0.1 * data.max())
 
 
 @pytest.mark.skipif(fsl_available(), reason="FSL is installed here")

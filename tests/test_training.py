@@ -67,7 +67,7 @@ def test_sigterm_saves_checkpoint_and_resume_matches_uninterrupted_run(stacks, t
 
     with pytest.raises(Interrupted, match="rerun to resume"):
         run(stacks, resumed, on_step=kill_mid_epoch, epochs=2, steps=5)
-    checkpoint = torch.load(resumed / "ckpt" / "last.pt", weights_only=False)
+    checkpoint = torch.load(resumed / "ckpt" / "last.pt")
     assert (checkpoint["epoch"], checkpoint["step"]) == (1, 2)  # saved right after the step it was signalled in
     assert not (resumed / "w.pt").exists()  # no final weights from an unfinished stage
 
@@ -99,7 +99,7 @@ def test_resume_removes_files_a_killed_save_left_half_written(stacks, tmp_path):
 
     run(stacks, tmp_path, epochs=1, steps=1)  # the same stage again, as Snakemake's rerun would
     assert not list(tmp_path.glob("**/.*")), "partial files must not pile up over crashes"
-    assert torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)["epoch"] == 1  # the whole one is kept
+    assert torch.load(tmp_path / "ckpt" / "last.pt")["epoch"] == 1  # the whole one is kept
 
 
 def test_resume_with_dataloader_workers_matches_uninterrupted_run_without(stacks, tmp_path):

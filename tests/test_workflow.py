@@ -60,6 +60,16 @@ def test_whole_study_produces_metrics_tests_and_figures(finished_run):
     by_model = metrics[metrics.set == "test_A"].groupby("model").psnr_brain.mean()
     assert psnr.mean_a == pytest.approx(by_model["unet2d"]) and psnr.mean_b == pytest.approx(by_model["hrfcn3d"])
 
+    # a model card beside every trained model's weights, with the study table's numbers (set B: brain and tumour)
+    summary = pd.read_csv(results / "studies" / "baselines" / "summary.tsv", sep="\t").set_index("model")
+    for model in ("unet2d", "hrfcn3d"):
+        card = json.loads((results / "models" / model / "stage2" / "model_card.json").read_text())
+        for set_name, values in card["test_metrics"].items():
+            for metric, numbers in values[model].items():
+                assert summary.at[model, f"set {set_name} {metric}"] == numbers["table"]
+        identity = card["test_metrics"]["B"]["identity"]["psnr_tumour"]["table"]
+        assert identity == summary.at["identity", "set B psnr_tumour"]
+
     # the local-loss ablation fine-tunes hrfcn3d's stage-1 weights instead of training its own
     assert not (results / "models" / "hrfcn3d_r10" / "stage1").exists()
     for study in ("ablation_inputs", "ablation_local_loss"):
