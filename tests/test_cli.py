@@ -53,7 +53,7 @@ def test_a_key_far_from_any_lists_the_known_ones():
     config = defaults()
     config["training"]["epochs"] = "x"  # belongs under stage1/stage2
     [line] = configcheck.schema_problems(config, schema())
-    assert line.startswith("config: unknown key 'training.epochs' (known keys here: amp, batch_size,")
+    assert line.startswith("config: unknown key 'training.epochs' (known keys here: amp, augment, batch_size,")
     assert "stage1, stage2" in line
 
 

