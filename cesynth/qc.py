@@ -112,8 +112,9 @@ def scan_row(scan, skullstrip_qc_path, coreg_qc_paths: dict) -> dict:
     row = {"scan": scan, "brain_volume_ml": float(mask_qc["volume_ml"])}
     for mod, path in coreg_qc_paths.items():
         qc = read_json(path)
-        row[f"{mod}_mi_before"] = float(qc["mutual_information_before"])
-        row[f"{mod}_mi_after"] = float(qc["mutual_information_after"])
+        for when in ("before", "after"):  # None (NaN here) for inputs kept on their grid: nothing was aligned
+            value = qc[f"mutual_information_{when}"]
+            row[f"{mod}_mi_{when}"] = float("nan") if value is None else float(value)
         row[f"{mod}_transform"] = qc.get("transform", "")
     return row
 
