@@ -21,9 +21,12 @@ def run(workdir, *args, env=None):
     return result
 
 
+SNAKEMAKE_NOTES = ("is extended by additional config", "Using workflow specific profile")
+
+
 def own_lines(out):
-    """Output lines other than Snakemake's note that --config extends the config file."""
-    return [l for l in out.splitlines() if l.strip() and "is extended by additional config" not in l]
+    """Output lines other than Snakemake's own notes (--config extends the config file; the workflow profile)."""
+    return [l for l in out.splitlines() if l.strip() and not any(note in l for note in SNAKEMAKE_NOTES)]
 
 
 def defaults():
