@@ -127,3 +127,22 @@ def test_missed_enhancement_inside_the_label_is_flagged_only_by_a_map_that_is_br
     assert flagged["missed_flagged"] == 1.0 and flagged["missed_auroc"] == 1.0
     dark = evaluate_scan(1 - bright, synth, gt, t1, brain, enhancing=label)[0]
     assert dark["missed_flagged"] == 0.0 and dark["missed_auroc"] == 0.0
+
+
+def test_config_section_refuses_unknown_keys_and_views_and_names_every_view_the_code_knows():
+    import yaml
+
+    from cesynth import configcheck
+    from conftest import REPO
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    schema = configcheck.load_schema(REPO / "config" / "schema.yaml")
+    assert configcheck.schema_problems(config, schema) == []
+    assert set(schema["properties"]["uncertainty"]["properties"]["views"]["items"]["enum"]) == set(VIEWS)
+    config["uncertainty"]["smoth"] = 2
+    assert configcheck.schema_problems(config, schema) == [
+        "config: unknown key 'uncertainty.smoth' (did you mean 'smooth'?)"]
+    del config["uncertainty"]["smoth"]
+    config["uncertainty"]["views"] = ["flip_y"]
+    [line] = configcheck.schema_problems(config, schema)
+    assert line.startswith("config: uncertainty.views.0: 'flip_y' is not one of")
