@@ -23,7 +23,8 @@ if PREDICT.get("samplesheet"):
     rule predict:
         """Synthetic CE-T1 of every scan of predict.samplesheet, on its native T1 grid and in model space."""
         input:
-            [predict_out(k, s) for s in PREDICT_SAMPLES.scan for k in ("synth", "synth_model", "sidecar", "panel")],
+            [predict_out(k, s) for s in PREDICT_SAMPLES.scan for k in ("synth", "synth_model", "sidecar", "panel",
+                                                                  "uncertainty", "uncertainty_sidecar")],
 
     # The training cohort's rules (rules/preprocess.smk) on a new patient's files: same scripts,
     # settings and resources, the patient's T1 as reference, outputs in the predict_* paths.
@@ -109,13 +110,16 @@ if PREDICT.get("samplesheet"):
             synth_model=predict_out("synth_model"),
             sidecar=predict_out("sidecar"),
             panel=predict_out("panel"),
+            uncertainty=predict_out("uncertainty"),
+            uncertainty_model=predict_out("uncertainty_model"),
+            uncertainty_sidecar=predict_out("uncertainty_sidecar"),
         params:
             model=PREDICT_MODEL,
             spec=PREDICT_SPEC,
             inputs=lambda w: {m: PREDICT_SAMPLES.at[w.pscan, m] for m in PREDICT_SPEC["inputs"]},
             settings={
                 "model": config["models"][PREDICT_MODEL],
-                **{k: config[k] for k in ("registration", "skullstrip", "preprocess", "inference")},
+                **{k: config[k] for k in ("registration", "skullstrip", "preprocess", "inference", "uncertainty")},
             },
             preprocessing=S.preprocessing_record(config),
             device=S.model_settings(config, PREDICT_MODEL)["device"],
