@@ -12,7 +12,8 @@ Sections (docs/training.md explains the design):
 - training: seconds per step and peak RSS of train_stage per model at the paper patch and batch,
   eager vs channels_last vs torch.compile, on the CPU (and CUDA when present); whether a bf16
   autocast 3D-conv backward survives on this CPU (why training has no CPU bf16 option);
-- preprocessing: :func:`benchmarks.preprocessing.run`.
+- preprocessing: :func:`benchmarks.preprocessing.run`;
+- uncertainty: the extra time of the test-time-augmentation map, :func:`benchmarks.uncertainty.run`.
 
 Anything whose memory is reported runs in a child process (``--child``) that reports its own peak
 RSS (VmHWM, which unlike the child's ``ru_maxrss`` does not include the parent's RSS inherited at
@@ -530,8 +531,20 @@ def bench_preprocessing(tmp: Path, quick: bool):
     return rows
 
 
+def bench_uncertainty(tmp: Path, quick: bool):
+    from benchmarks import uncertainty
+
+    return uncertainty.run(quick)
+
+
+def child_tta_windows(**kwargs):
+    from benchmarks import uncertainty
+
+    return uncertainty.child_windows(**kwargs)
+
+
 BASELINE_REGISTRATION = "ants.registration Rigid"
 SECTIONS = {"input": bench_input, "inference": bench_inference, "dag": bench_dag, "training": bench_training,
-            "preprocessing": bench_preprocessing}
+            "preprocessing": bench_preprocessing, "uncertainty": bench_uncertainty}
 CHILDREN = {"child_infer": child_infer, "child_train": child_train,
-            "child_bf16_conv3d_backward": child_bf16_conv3d_backward}
+            "child_bf16_conv3d_backward": child_bf16_conv3d_backward, "child_tta_windows": child_tta_windows}
