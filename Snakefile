@@ -34,6 +34,7 @@ validate(config, "config/schema.yaml")  # fills the schema's defaults
 include: "rules/common.smk"
 include: "rules/preprocess.smk"
 include: "rules/train.smk"
+include: "rules/uncertainty.smk"
 include: "rules/evaluate.smk"
 include: "rules/predict.smk"
 include: "rules/qc.smk"

@@ -14,7 +14,8 @@ Sections (docs/training.md explains the design):
   autocast 3D-conv backward survives on this CPU (why training has no CPU bf16 option);
 - preprocessing: :func:`benchmarks.preprocessing.run`;
 - predict: one new patient end to end, ``snakemake predict --cores 2`` at the paper's grid with hrfcn3d
-  at width 1 on the fast CPU path (:mod:`benchmarks.predict`), wall time and peak RSS measured.
+  at width 1 on the fast CPU path (:mod:`benchmarks.predict`), wall time and peak RSS measured;
+- uncertainty: the extra time of the test-time-augmentation map, :func:`benchmarks.uncertainty.run`.
 
 ``--only`` runs some sections and keeps the other sections' rows of the existing output file.
 
@@ -571,8 +572,20 @@ def bench_predict(tmp: Path, quick: bool):
                 "measured: the largest process of the run; target <= 8 GB")]
 
 
+def bench_uncertainty(tmp: Path, quick: bool):
+    from benchmarks import uncertainty
+
+    return uncertainty.run(quick)
+
+
+def child_tta_windows(**kwargs):
+    from benchmarks import uncertainty
+
+    return uncertainty.child_windows(**kwargs)
+
+
 BASELINE_REGISTRATION = "ants.registration Rigid"
 SECTIONS = {"input": bench_input, "inference": bench_inference, "dag": bench_dag, "training": bench_training,
-            "preprocessing": bench_preprocessing, "predict": bench_predict}
+            "preprocessing": bench_preprocessing, "predict": bench_predict, "uncertainty": bench_uncertainty}
 CHILDREN = {"child_infer": child_infer, "child_train": child_train,
-            "child_bf16_conv3d_backward": child_bf16_conv3d_backward}
+            "child_bf16_conv3d_backward": child_bf16_conv3d_backward, "child_tta_windows": child_tta_windows}

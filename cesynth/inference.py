@@ -114,6 +114,23 @@ def slice_halo(model) -> int:
         depth = 2 * depth + 1
 
 
+def predict_volume(model, window: int, inputs: np.ndarray, settings: dict, device="cpu", amp=False, halo=None):
+    """(Z, Y, X) prediction of inputs (M, Z, Y, X), unclipped and unmasked.
+
+    ``settings``: the ``inference`` configuration (stride, batch_size, tiling, slab, cpu_bf16); ``window``:
+    the training patch depth; ``halo`` (slab tiling) defaults to :func:`slice_halo`.
+    """
+    tiling, cpu_bf16 = settings.get("tiling", "window"), settings.get("cpu_bf16", False)
+    if tiling == "window":
+        # A slice-wise (2D) net predicts a slice identically in every window: overlap would only repeat work.
+        stride = window if model.slicewise else settings.get("stride", 1)
+        return sliding_window(model, inputs, window, stride, settings.get("batch_size", 4), device, amp, cpu_bf16)
+    if tiling == "slab":
+        return slab_inference(model, inputs, settings.get("slab", 0), slice_halo(model) if halo is None else halo,
+                              device, amp, cpu_bf16)
+    raise ValueError(f"inference tiling must be 'window' or 'slab', got {tiling!r}")
+
+
 def synthesize_scan(model, payload, stack_path, out_path, stride=1, batch_size=4, device="cpu", amp=False,
                     tiling="window", slab=0, halo=None, cpu_bf16=False):
     """Write the synthetic CE-T1 of one preprocessed scan as NIfTI in model space.
@@ -124,16 +141,8 @@ def synthesize_scan(model, payload, stack_path, out_path, stride=1, batch_size=4
     """
     stack = Stack(stack_path)
     inputs = np.ascontiguousarray(stack.get(payload["model_spec"]["inputs"]))
-    if tiling == "window":
-        window = payload["patch"][0]
-        # A slice-wise (2D) net predicts a slice identically in every window: overlap would only repeat work.
-        pred = sliding_window(model, inputs, window, window if model.slicewise else stride, batch_size, device, amp,
-                              cpu_bf16)
-    elif tiling == "slab":
-        pred = slab_inference(model, inputs, slab, slice_halo(model) if halo is None else halo, device, amp,
-                              cpu_bf16)
-    else:
-        raise ValueError(f"inference tiling must be 'window' or 'slab', got {tiling!r}")
+    settings = {"stride": stride, "batch_size": batch_size, "tiling": tiling, "slab": slab, "cpu_bf16": cpu_bf16}
+    pred = predict_volume(model, payload["patch"][0], inputs, settings, device, amp, halo)
     pred = np.clip(pred, 0, 1) * (stack["brain_mask"] > 0)
     spec = payload["model_spec"]
     save_nifti(stack.to_xyz(pred), stack.affine, out_path,

@@ -33,26 +33,30 @@ def _axial(volume_zyx, z):
     return np.flipud(volume_zyx[z])  # anterior at the top, as radiologists read axial slices
 
 
-def _display_max(volume_zyx, brain_zyx) -> float:
+def _display_max(volume_zyx, brain_zyx, percentile=99.9) -> float:
     """Top of the grey-scale window: the 99.9th percentile inside the brain (the brightest tissue, not a
     noise spike). Equalizations put brain voxels anywhere in [0, 1] (the median window around 1/3), so a
     fixed [0, 1] window would show a dim image."""
     values = np.asarray(volume_zyx)[np.asarray(brain_zyx) > 0]
-    top = float(np.percentile(values, 99.9)) if values.size else 0.0
+    top = float(np.percentile(values, percentile)) if values.size else 0.0
     return top if top > 0 else 1.0
 
 
-def qualitative_panel(scans, stack_paths, predictions: dict, inputs, out_path, best_model=None, reference="ce_t1"):
-    """Rows = scans; columns = inputs, ground truth, each model's synthesis, |difference| of the best.
+def qualitative_panel(scans, stack_paths, predictions: dict, inputs, out_path, best_model=None, reference="ce_t1",
+                      uncertainty=None):
+    """Rows = scans; columns = inputs, ground truth, each model's synthesis, |difference| of the best and, given
+    ``uncertainty`` (the best model's maps, aligned with ``scans``), its uncertainty map.
 
     ``predictions`` maps model name -> list of NIfTI paths aligned with ``scans``.
     The shown slice is the one with the most tumour (set B) or the centre of the brain.
     The inputs each have their own grey-scale window; the ground truth and the syntheses share the ground
-    truth's, so that brightness compares across them, and |diff| runs from 0 to half of it.
+    truth's, so that brightness compares across them, and |diff| runs from 0 to half of it. The uncertainty runs
+    from 0 to its 99th percentile in the brain, so the brightest 1% saturate.
     """
     models = list(predictions)
     best_model = best_model or models[-1]
     columns = [*inputs, "ground truth", *models, f"|diff| {best_model}"]
+    columns += [f"uncertainty {best_model}"] if uncertainty else []
     fig, axes = plt.subplots(len(scans), len(columns), figsize=(1.9 * len(columns), 2.1 * len(scans)),
                              squeeze=False)
     for row, (scan, stack_path) in enumerate(zip(scans, stack_paths)):
@@ -60,22 +64,31 @@ def qualitative_panel(scans, stack_paths, predictions: dict, inputs, out_path, b
         focus = stack["tumour_mask"] if stack.has("tumour_mask") else stack["brain_mask"]
         z = int(np.argmax(np.asarray(focus).sum(axis=(1, 2))))
         images = [stack[m] for m in inputs] + [stack[reference]]
-        synth = {m: np.transpose(np.asarray(nib.load(str(predictions[m][row])).dataobj), (2, 1, 0)) for m in models}
+        synth = {m: _read_zyx(predictions[m][row]) for m in models}
         images += [synth[m] for m in models]
-        diff = np.abs(synth[best_model] - stack[reference])
         brain = stack["brain_mask"]
         target_max = _display_max(stack[reference], brain)
-        tops = [_display_max(stack[m], brain) for m in inputs] + [target_max] * (1 + len(models)) + [target_max / 2]
-        for col, (image, top) in enumerate(zip(images + [diff], tops)):
+        tops = [_display_max(stack[m], brain) for m in inputs] + [target_max] * (1 + len(models))
+        maps = [(np.abs(synth[best_model] - stack[reference]), target_max / 2)]
+        if uncertainty:
+            spread = _read_zyx(uncertainty[row])
+            maps.append((spread, _display_max(spread, brain, 99)))
+        for col, (image, top) in enumerate([*zip(images, tops), *maps]):
             ax = axes[row, col]
-            shown = ax.imshow(_axial(image, z), cmap="magma" if col == len(images) else "gray", vmin=0, vmax=top)
+            shown = ax.imshow(_axial(image, z), cmap="magma" if col >= len(images) else "gray", vmin=0, vmax=top)
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
                 ax.set_title(columns[col], fontsize=9)
+            if col >= len(images):
+                fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, format="%.2g").ax.tick_params(labelsize=7)
         axes[row, 0].set_ylabel(f"{scan} z={z}", fontsize=9)
-        fig.colorbar(shown, ax=axes[row, -1], fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
     fig.tight_layout()
     _save(fig, out_path)
+
+
+def _read_zyx(path) -> np.ndarray:
+    """A model-space NIfTI (X, Y, Z) in the stacks' (Z, Y, X) layout."""
+    return np.transpose(np.asarray(nib.load(str(path)).dataobj), (2, 1, 0))
 
 
 def metric_distributions(metrics: pd.DataFrame, out_path, order=None):
@@ -153,7 +166,7 @@ def psnr_bars(metrics: pd.DataFrame, out_path, order=None, labels=None):
 def slice_series(stack_path, synth_path, scan, model, out_path, n_slices=5, reference="ce_t1"):
     """Several axial slices of one scan, ground truth above synthesis (paper Fig. 5)."""
     stack = Stack(stack_path)
-    synth = np.transpose(np.asarray(nib.load(str(synth_path)).dataobj), (2, 1, 0))
+    synth = _read_zyx(synth_path)
     focus = stack["tumour_mask"] if stack.has("tumour_mask") else stack["brain_mask"]
     slices = np.flatnonzero(np.asarray(stack["brain_mask"]).any(axis=(1, 2)))
     tumour_slices = np.flatnonzero(np.asarray(focus).any(axis=(1, 2)))
@@ -187,25 +200,61 @@ def runtimes(benchmarks: pd.DataFrame, out_path):
     _save(fig, out_path)
 
 
-def prediction_panel(stack: Stack, pred_zyx: np.ndarray, inputs, out_path, title: str, n_slices: int = 4):
+def prediction_panel(stack: Stack, pred_zyx: np.ndarray, inputs, out_path, title: str, n_slices: int = 4,
+                     uncertainty_zyx=None):
     """Clinician-facing panel of a new patient: rows = axial slices spread over the brain; columns = the
-    inputs and the synthetic CE-T1, marked as such."""
+    inputs and the synthetic CE-T1, marked as such, and beside it its uncertainty map when given (0 to the
+    brain's 99th percentile, brighter = less to be trusted)."""
     brain_z = np.flatnonzero(np.asarray(stack["brain_mask"]).sum(axis=(1, 2)))
     lo, hi = (brain_z[0], brain_z[-1]) if brain_z.size else (0, pred_zyx.shape[0] - 1)
     slices = np.unique(np.linspace(lo, hi, n_slices + 2).round().astype(int)[1:-1])
-    columns = [*inputs, "SYNTHETIC CE-T1"]
+    columns = [*inputs, "SYNTHETIC CE-T1"] + (["UNCERTAINTY of the synthesis"] if uncertainty_zyx is not None else [])
     fig, axes = plt.subplots(len(slices), len(columns), figsize=(2.2 * len(columns), 2.3 * len(slices)),
                              squeeze=False)
     images = [*(stack[m] for m in inputs), pred_zyx]
     tops = [_display_max(image, stack["brain_mask"]) for image in images]
+    if uncertainty_zyx is not None:
+        images.append(uncertainty_zyx)
+        tops.append(_display_max(uncertainty_zyx, stack["brain_mask"], 99))
     for row, z in enumerate(slices):
         for col, (image, top) in enumerate(zip(images, tops)):
             ax = axes[row, col]
-            ax.imshow(_axial(image, z), cmap="gray", vmin=0, vmax=top)
+            shown = ax.imshow(_axial(image, z), cmap="magma" if col > len(inputs) else "gray", vmin=0, vmax=top)
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
-                ax.set_title(columns[col], fontsize=9, color="red" if col == len(inputs) else "black")
+                ax.set_title(columns[col], fontsize=9, color="black" if col < len(inputs) else "red")
+            if col > len(inputs):
+                fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, format="%.2g").ax.tick_params(labelsize=7)
         axes[row, 0].set_ylabel(f"z={z}", fontsize=9)
     fig.suptitle(title, color="red", fontsize=11)
+    fig.tight_layout()
+    _save(fig, out_path)
+
+
+def uncertainty_calibration(calibration: pd.DataFrame, metrics: pd.DataFrame, out_path, order=None):
+    """Left: mean |error| per uncertainty decile (thin: one scan, thick: mean over scans), one colour per model.
+    Right: per-scan Spearman correlation of uncertainty and |error|, and AUROC for |error| > the threshold.
+
+    ``calibration``: rows (model, scan, decile, uncertainty, mae); ``metrics``: rows (model, scan, spearman, auroc).
+    """
+    models = [m for m in (order or calibration.model.unique()) if m in set(calibration.model)]
+    colours = dict(zip(models, sns.color_palette("tab10", len(models))))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), gridspec_kw={"width_ratios": [1.4, 1]})
+    for model in models:
+        rows = calibration[calibration.model == model]
+        for _, scan in rows.groupby("scan"):
+            axes[0].plot(scan.decile, scan.mae, color=colours[model], lw=0.6, alpha=0.35)
+        mean = rows.groupby("decile").mae.mean()
+        axes[0].plot(mean.index, mean.values, "o-", color=colours[model], lw=2, label=model)
+    axes[0].set(xlabel="uncertainty decile of the scan's brain voxels (1 = most certain)",
+                ylabel="mean |synthesis - CE-T1| in the decile", xticks=range(1, 11), ylim=(0, None))
+    axes[0].legend(fontsize=8, frameon=False)
+    long = metrics.melt(id_vars=["model", "scan"], value_vars=["spearman", "auroc"], var_name="measure")
+    long["measure"] = long.measure.map({"spearman": "Spearman rho", "auroc": "AUROC, |error| > threshold"})
+    sns.stripplot(data=long, x="measure", y="value", hue="model", hue_order=models, palette=colours, dodge=True,
+                  ax=axes[1], size=5)
+    axes[1].axhline(0.5, color="0.7", lw=0.8, ls=":")  # chance level of the AUROC
+    axes[1].set(xlabel="", ylabel="per test scan", ylim=(min(0, long.value.min() - 0.05), 1))
+    axes[1].legend(fontsize=8, frameon=False)
     fig.tight_layout()
     _save(fig, out_path)

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from .cohort import load_samples as _load_sheet
 from .inference import cpu_fast, synthesize_scan
-from . import dicom, modelcard
+from . import dicom, modelcard, uncertainty
 from .io import Stack, save_nifti, sha256, write_json
 from .plots import prediction_panel
 from .device import select_device
@@ -84,7 +84,8 @@ def check_preprocessing(weights, payload: dict, preprocessing: dict) -> None:
 def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack_path, t1_path, inputs: dict,
                  settings: dict, preprocessing: dict, out: dict, stride=1, batch_size=4, device="auto", amp=True,
                  cpu_bf16=False) -> dict:
-    """Synthesize one patient's CE-T1 and write ``out``: synth (native T1 grid), synth_model, sidecar, panel.
+    """Synthesize one patient's CE-T1 and write ``out``: synth (native T1 grid), synth_model, sidecar, panel, and its
+    uncertainty map (uncertainty, uncertainty_model, uncertainty_sidecar; :mod:`cesynth.uncertainty`).
 
     ``settings`` (the configuration sections that shaped the result) goes into the sidecar verbatim;
     ``preprocessing`` must equal what the weights were trained with (:func:`check_preprocessing`).
@@ -104,6 +105,15 @@ def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack
     native, native_affine = to_native(stack.to_xyz(pred), stack.affine, t1_path)
     description = f"SYNTHETIC CE-T1 (cesynth {model_name}), not acquired"
     save_nifti(native, native_affine, out["synth"], description=description)
+    # its uncertainty map beside it, with the synthesis's own tiling (window; docs/uncertainty.md)
+    digest = sha256(weights)
+    tta = {"inference": {"stride": stride, "batch_size": batch_size, "cpu_bf16": cpu_bf16},
+           "uncertainty": settings["uncertainty"]}
+    spread = uncertainty.scan_map(model, payload, stack, pred, tta, device, amp)
+    spread_xyz = stack.to_xyz(spread)
+    uncertainty.write_prediction_map(spread_xyz, stack.affine, to_native(spread_xyz, stack.affine, t1_path)[0],
+                                     native_affine, out, {"model": model_name, "weights_sha256": digest,
+                                                          "synthesis": str(out["synth"]), **tta})
     sidecar = {
         "synthetic": True,
         "warning": WARNING,
@@ -112,16 +122,18 @@ def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack
         "model_spec": model_spec,
         "target": payload["target"],
         "weights": str(weights),
-        "weights_sha256": sha256(weights),
+        "weights_sha256": digest,
         "inputs": {name: str(p) for name, p in inputs.items()},
         "space": {"synth": f"native grid of the input T1 ({t1_path})", "synth_model": "model grid (RAS, resized)"},
         "config": settings,
         "config_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest(),
         "nifti_descrip": description,
         "model_card": modelcard.summary(card),
+        "uncertainty": {"method": settings["uncertainty"]["method"], "file": str(out["uncertainty"])},
     }
     write_json(sidecar, out["sidecar"])
-    prediction_panel(stack, pred, model_spec["inputs"], out["panel"], f"{scan}: SYNTHETIC - not acquired (model {model_name})")
+    prediction_panel(stack, pred, model_spec["inputs"], out["panel"], f"{scan}: SYNTHETIC - not acquired (model {model_name})",
+                     uncertainty_zyx=spread)
     return sidecar
 
 

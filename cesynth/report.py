@@ -51,12 +51,13 @@ def summary_table(metrics: pd.DataFrame, models, baseline=None) -> pd.DataFrame:
 
 
 def write_study(*, models, metric_paths, predictions: dict, histories: dict, stack_paths, scans, modalities,
-                reference, outputs, labels=None):
+                reference, outputs, labels=None, uncertainty=None):
     """Tables and figures of one study.
 
     ``predictions`` maps each model (the no-model ``identity`` baseline included) to its synthetic
     CE-T1 per scan of ``scans``; ``histories`` maps each trained model to its [stage-1, stage-2] TSVs;
-    ``labels`` names models on the bar plot's axis.
+    ``labels`` names models on the bar plot's axis; ``uncertainty`` maps each trained model to its uncertainty maps
+    per scan (the qualitative panel shows the best model's).
     """
     metrics = pd.concat([pd.read_csv(p, sep="\t") for p in metric_paths], ignore_index=True)
     write_table(metrics, outputs.metrics)
@@ -80,12 +81,33 @@ def write_study(*, models, metric_paths, predictions: dict, histories: dict, sta
     best = _best(metrics, trained)
     plots.qualitative_panel([scans[i] for i in shown], [stack_paths[i] for i in shown],
                             {m: [predictions[m][i] for i in shown] for m in trained}, modalities,
-                            outputs.qualitative, best_model=best, reference=reference)
+                            outputs.qualitative, best_model=best, reference=reference,
+                            uncertainty=[uncertainty[best][i] for i in shown] if uncertainty else None)
     plots.metric_distributions(metrics, outputs.distributions, order=models)
     plots.training_curves({m: histories[m] for m in trained}, outputs.curves)
     plots.psnr_bars(metrics, outputs.bars, order=models, labels=labels)
     i = shown[0]
     plots.slice_series(stack_paths[i], predictions[best][i], scans[i], best, outputs.slices, reference=reference)
+
+
+UNCERTAINTY_COLUMNS = ["spearman", "auroc", "error_fraction", "missed_flagged", "missed_auroc"]
+
+
+def write_uncertainty(*, models, metric_paths, calibration_paths, outputs):
+    """The study's uncertainty evidence: per-scan table (TSV and report page) and the calibration figure."""
+    metrics = pd.concat([pd.read_csv(p, sep="\t") for p in metric_paths], ignore_index=True)
+    calibration = pd.concat([pd.read_csv(p, sep="\t") for p in calibration_paths], ignore_index=True)
+    write_table(metrics, outputs.uncertainty_tsv)
+    means = summarize(metrics, UNCERTAINTY_COLUMNS).set_index("model").reindex(models)
+    means = means[[f"{c}_fmt" for c in UNCERTAINTY_COLUMNS]].rename(columns=lambda c: c.removesuffix("_fmt"))
+    per_scan = metrics.round(3).set_index(["model", "set", "scan"]).to_html(na_rep="")
+    write_html_page(outputs.uncertainty, "Uncertainty maps against the real error (mean ± sd over test scans)",
+                    means.to_html(na_rep="") + "<h3>Per test scan</h3>" + per_scan,
+                    intro="Spearman rank correlation of uncertainty and |error| in the brain; AUROC of the uncertainty "
+                          "for the voxels whose |error| exceeds the threshold; missed enhancement (enhancing-tumour "
+                          "voxels that enhance in the CE-T1 but not in the synthesis): fraction above the brain's "
+                          "90th uncertainty percentile (0.1 by chance) and AUROC against the other brain voxels")
+    plots.uncertainty_calibration(calibration, metrics, outputs.calibration, order=models)
 
 
 def _best(metrics, models):

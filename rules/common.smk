@@ -80,6 +80,10 @@ def study_file(study, name):
     return S.path("study", study=study, name=name)
 
 
+def uncertainty_maps(model):
+    return [S.path("uncertainty", model=model, scan=s, ref=REF) for s in TEST]
+
+
 def stage_owners(model):
     """(model, stage) of the two training histories behind ``model`` (stage 1 may be another model's)."""
     return [(S.stage1_owner(config, model), 1), (model, 2)]

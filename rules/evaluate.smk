@@ -74,6 +74,9 @@ for _study in STUDIES:
             histories=[p for paths in _histories.values() for p in paths],
             stacks=stacks(TEST),
             cards=[S.path("model_card", model=m) for m in _trained],  # beside every trained model's weights
+            uncertainty=[p for m in _trained for p in uncertainty_maps(m)],
+            uncertainty_metrics=[S.path(k, model=m) for m in _trained
+                                 for k in ("uncertainty_metrics", "uncertainty_calibration")],
         output:
             metrics=study_file(_study, "metrics.tsv"),
             summary=report(
@@ -120,12 +123,29 @@ for _study in STUDIES:
                 category=_study,
                 labels={"figure": "slices of one scan"},
             ),
+            uncertainty=report(
+                study_file(_study, "uncertainty.html"),
+                caption="../report/uncertainty.rst",
+                category=_study,
+                labels={"figure": "uncertainty against the error"},
+            ),
+            uncertainty_tsv=study_file(_study, "uncertainty.tsv"),
+            calibration=report(
+                study_file(_study, "uncertainty_calibration.png"),
+                caption="../report/calibration.rst",
+                category=_study,
+                labels={"figure": "uncertainty calibration"},
+            ),
             vectors=[study_file(_study, f"{n}.svg") for n in (
-                "qualitative", "metric_distributions", "training_curves", "psnr_bars", "slices")],
+                "qualitative", "metric_distributions", "training_curves", "psnr_bars", "slices",
+                "uncertainty_calibration")],
         params:
             models=_models,
             predictions=_predictions,
             histories=_histories,
+            uncertainty={m: uncertainty_maps(m) for m in _trained},
+            uncertainty_tables={m: [S.path(k, model=m) for k in ("uncertainty_metrics", "uncertainty_calibration")]
+                                for m in _trained},
             labels=S.model_labels(config, _models),
             scans=TEST,
             modalities=MODALITIES,
@@ -164,7 +184,7 @@ rule runtimes:
         + [benchmark("skullstrip", s) for s in SAMPLES.scan]
         + [benchmark(f"train_stage{n}", m) for m in MODELS_IN_STUDIES for n in (1, 2)
            if n == 2 or S.stage1_owner(config, m) == m]
-        + [benchmark("infer", m) for m in MODELS_IN_STUDIES],
+        + [benchmark(r, m) for m in MODELS_IN_STUDIES for r in ("infer", "uncertainty")],
     output:
         table=S.path("study", study="resources", name="runtimes.tsv"),
         figure=report(

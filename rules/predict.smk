@@ -33,7 +33,8 @@ if PREDICT.get("samplesheet"):
     rule predict:
         """Synthetic CE-T1 of every scan of predict.samplesheet, on its native T1 grid and in model space."""
         input:
-            [predict_out(k, s) for s in PREDICT_SAMPLES.scan for k in ("synth", "synth_model", "sidecar", "panel")],
+            [predict_out(k, s) for s in PREDICT_SAMPLES.scan for k in ("synth", "synth_model", "sidecar", "panel",
+                                                                  "uncertainty", "uncertainty_sidecar")],
             [predict_out("dicom", s) for s in PREDICT_DICOM_OUT],
 
     use rule dicom_check as predict_dicom_check with:
@@ -148,13 +149,16 @@ if PREDICT.get("samplesheet"):
             synth_model=predict_out("synth_model"),
             sidecar=predict_out("sidecar"),
             panel=predict_out("panel"),
+            uncertainty=predict_out("uncertainty"),
+            uncertainty_model=predict_out("uncertainty_model"),
+            uncertainty_sidecar=predict_out("uncertainty_sidecar"),
         params:
             model=PREDICT_MODEL,
             spec=PREDICT_SPEC,
             inputs=lambda w: {m: PREDICT_SAMPLES.at[w.pscan, m] for m in PREDICT_SPEC["inputs"]},
             settings=lambda w: {
                 "model": config["models"][PREDICT_MODEL],
-                **{k: config[k] for k in ("preprocess", "inference")},
+                **{k: config[k] for k in ("preprocess", "inference", "uncertainty")},
                 **{k: scan_settings(config, PREDICT_SAMPLES.loc[w.pscan], k) for k in ("registration", "skullstrip")},
             },
             preprocessing=S.preprocessing_record(config),

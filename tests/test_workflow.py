@@ -96,6 +96,36 @@ def test_whole_study_produces_metrics_tests_and_figures(finished_run):
     assert (results / "benchmarks" / "coregister").is_dir() and (results / "logs" / "train_stage1").is_dir()
 
 
+def test_every_test_scan_of_every_model_has_an_uncertainty_map_scored_against_its_error(finished_run):
+    """The uncertainty rule maps each synthesis of a test scan (zero outside the brain, on its grid); the study
+    table holds the Spearman and AUROC recomputed from those files, and the report shows the calibration figure."""
+    from cesynth.uncertainty import evaluate
+
+    results = finished_run / "results"
+    split = pd.read_csv(results / "split.tsv", sep="\t")
+    test_scans = sorted(split.scan[split.set != "train"])
+    table = pd.read_csv(results / "studies" / "baselines" / "uncertainty.tsv", sep="\t")
+    assert sorted(zip(table.model, table.scan)) == sorted((m, s) for m in ("hrfcn3d", "unet2d") for s in test_scans)
+    assert table.spearman.between(-1, 1).all() and table.auroc.between(0, 1).all()
+    b = table[table.set == "B"]  # the tiny cohort's set-B scan has an enhancing tumour
+    assert (b.enhancing_voxels > 0).all() and table[table.set == "test_A"].enhancing_voxels.eq(0).all()
+    row = table[table.model == "hrfcn3d"].iloc[0]
+    stack_path = results / "preproc" / row.scan / f"{row.scan}_desc-preproc.npy"
+    synth = results / "models" / "hrfcn3d" / "synth" / f"{row.scan}_desc-synth_ce_t1.nii.gz"
+    spread = results / "models" / "hrfcn3d" / "uncertainty" / f"{row.scan}_desc-uncertainty_ce_t1.nii.gz"
+    image, stack = nib.load(spread), Stack(stack_path)
+    brain = stack.to_xyz(np.asarray(stack["brain_mask"])) > 0
+    np.testing.assert_allclose(image.affine, stack.affine)
+    assert b"UNCERTAINTY" in image.header["descrip"].tobytes()
+    assert not image.get_fdata()[~brain].any() and (image.get_fdata()[brain] > 0).mean() > 0.9
+    again = evaluate([synth], [spread], [stack_path], [row.scan])[0].iloc[0]
+    assert again.spearman == pytest.approx(row.spearman) and again.auroc == pytest.approx(row.auroc)
+    calibration = pd.read_csv(results / "models" / "hrfcn3d" / "uncertainty_calibration.tsv", sep="\t")
+    assert sorted(calibration.decile.unique()) == list(range(1, 11)) and set(calibration.scan) == set(test_scans)
+    png = results / "studies" / "baselines" / "uncertainty_calibration.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
 def test_finished_run_has_nothing_left_to_do(finished_run):
     result = snakemake(finished_run, "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
@@ -105,7 +135,8 @@ def test_report_is_self_contained_html(finished_run):
     snakemake(finished_run, "--report", "results/report.html")
     html = (finished_run / "results" / "report.html").read_text(errors="replace")
     assert html.lstrip().lower().startswith("<!doctype html") or "<html" in html[:500].lower()
-    for name in ("qualitative.png", "metric_distributions.png", "training_curves.png", "summary.html"):
+    for name in ("qualitative.png", "metric_distributions.png", "training_curves.png", "summary.html",
+                 "uncertainty_calibration.png", "uncertainty.html"):
         assert name in html
 
 
@@ -169,7 +200,8 @@ def test_editing_one_models_lambda_reruns_only_that_model(finished_run, tmp_path
     edited = snakemake(finished_run, "-n", "ablation_local_loss", "--quiet", "rules", configs=[edit]).stdout
     jobs = {line.split()[0]: int(line.split()[1]) for line in edited.splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert jobs == {"train_stage2": 1, "infer": 1, "metrics": 1, "model_card": 1, "ablation_local_loss": 1, "total": 5}
+    assert jobs == {"train_stage2": 1, "infer": 1, "metrics": 1, "model_card": 1, "uncertainty": 1,
+                    "uncertainty_metrics": 1, "ablation_local_loss": 1, "total": 7}
 
 
 def test_real_tcga_case_preprocesses_end_to_end(tmp_path):

@@ -1,0 +1,236 @@
+"""Per-voxel uncertainty of a synthetic CE-T1: where the synthesis should not be trusted.
+
+Test-time augmentation (TTA): the trained model synthesizes the scan again from slightly changed
+views of its inputs (mirrored left-right, moved by a slice or a few voxels), each prediction is
+moved back onto the scan, and the uncertainty of a voxel is the standard deviation of its
+predictions over the views, the synthesis itself included. A voxel whose value depends on where the
+slice windows start, on the side of the head it is on, or on the sampling grid of the strided
+convolutions is one the model has not learnt robustly; such voxels are where its errors are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class View:
+    """One changed view of a (M, Z, Y, X) input: mirrored along X and/or moved by ``shift`` voxels (Z, Y, X).
+
+    A shift pads zeros (the background of the preprocessed stacks) before the volume, in plane also after it
+    up to a multiple of the net's ``size_divisor``, so nothing of the scan is cut off.
+    """
+
+    name: str
+    flip_x: bool = False
+    shift: tuple[int, int, int] = (0, 0, 0)
+
+    def apply(self, volume: np.ndarray, divisor: int) -> np.ndarray:
+        out = volume[..., ::-1] if self.flip_x else volume
+        pads = [(0, 0), (self.shift[0], 0)]
+        for size, s in zip(volume.shape[2:], self.shift[1:]):
+            pads.append((s, -(size + s) % divisor))
+        return np.ascontiguousarray(np.pad(out, pads))
+
+    def invert(self, pred: np.ndarray, shape) -> np.ndarray:
+        """The prediction (Z', Y', X') of :meth:`apply`'s volume, back on the scan's (Z, Y, X) grid."""
+        z, y, x = self.shift
+        out = pred[z:z + shape[0], y:y + shape[1], x:x + shape[2]]
+        return out[..., ::-1] if self.flip_x else out
+
+
+# The views ``uncertainty.views`` may name (docs/uncertainty.md has what each adds, measured).
+VIEWS = {v.name: v for v in (
+    View("flip_x", flip_x=True),
+    View("z1", shift=(1, 0, 0)), View("z2", shift=(2, 0, 0)),
+    View("yx1", shift=(0, 1, 1)), View("yx2", shift=(0, 2, 2)),
+    View("flip_x_z1", flip_x=True, shift=(1, 0, 0)), View("flip_x_z2", flip_x=True, shift=(2, 0, 0)),
+)}
+
+
+def views_for(model, names) -> list[View]:
+    """The named views that change a prediction of ``model``: a slice-wise (2D) net predicts every slice
+    alone, so for it a view that differs from the scan or from an earlier view only by moved slice windows
+    would repeat a prediction."""
+    views = [VIEWS[n] for n in names]
+    if not model.slicewise:
+        return views
+    seen, kept = {(False, (0, 0))}, []
+    for view in views:
+        key = (view.flip_x, view.shift[1:])
+        if key not in seen:
+            seen.add(key)
+            kept.append(view)
+    return kept
+
+
+def tta_views(pred, inputs: np.ndarray, views, predict, divisor: int, brain) -> tuple[np.ndarray, list]:
+    """(uncertainty map, per-view predictions) of a synthesis ``pred`` (Z, Y, X; clipped and masked).
+
+    ``predict`` maps an input volume (M, Z, Y, X) to its raw (Z, Y, X) prediction with the synthesis's own
+    tiling; each view's prediction is clipped to [0, 1] like the synthesis. The map is the standard deviation
+    over ``pred`` and the views, 0 outside ``brain``.
+    """
+    members = [np.asarray(pred, np.float32)]
+    for view in views:
+        raw = view.invert(predict(view.apply(inputs, divisor)), inputs.shape[1:])
+        members.append(np.clip(raw, 0, 1) * brain)
+    return (np.std(members, axis=0) * brain).astype(np.float32), members
+
+
+def scan_map(model, payload, stack, synth, settings: dict, device="cpu", amp=False) -> np.ndarray:
+    """The uncertainty map (Z, Y, X) of the synthesis ``synth`` of one preprocessed ``stack`` (:class:`Stack`).
+
+    ``settings``: ``{"inference": ..., "uncertainty": ...}`` of the configuration; the views are predicted with the
+    synthesis's own tiling, and the map is smoothed by ``uncertainty.smooth`` voxels (Gaussian sigma).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    from .inference import predict_volume
+
+    brain = np.asarray(stack["brain_mask"]) > 0
+    inputs = np.ascontiguousarray(stack.get(payload["model_spec"]["inputs"]))
+    window = payload["patch"][0]
+
+    def predict(volume):
+        return predict_volume(model, window, volume, settings["inference"], device, amp)
+
+    views = views_for(model, settings["uncertainty"]["views"])
+    spread, _ = tta_views(synth, inputs, views, predict, model.size_divisor, brain)
+    sigma = settings["uncertainty"].get("smooth", 0.0)
+    return (gaussian_filter(spread, sigma) * brain).astype(np.float32) if sigma > 0 else spread
+
+
+def write_maps(weights, stack_paths, synth_paths, out_paths, settings: dict, device="auto", amp=True):
+    """The uncertainty map of every synthesis in ``synth_paths`` (NIfTI, model space), written to ``out_paths``."""
+    from .device import select_device
+    from .inference import cpu_fast
+    from .io import Stack, load_nifti, save_nifti
+    from .weights import load_weights
+
+    device = select_device(device)
+    model, payload = load_weights(weights, device)
+    if settings["inference"].get("cpu_bf16") and device.type == "cpu":
+        model = cpu_fast(model)  # the synthesis's own fast path, so that the views vary only by the view
+    for stack_path, synth_path, out_path in zip(stack_paths, synth_paths, out_paths):
+        stack = Stack(stack_path)
+        synth = stack.to_xyz(load_nifti(synth_path)[0])  # the transpose is its own inverse: (X,Y,Z) -> (Z,Y,X)
+        uncertainty = scan_map(model, payload, stack, synth, settings, device, amp)
+        save_nifti(stack.to_xyz(uncertainty), stack.affine, out_path, description=describe(settings["uncertainty"]))
+
+
+def describe(uncertainty: dict) -> str:
+    """The NIfTI description of an uncertainty map (79 characters at most)."""
+    return f"UNCERTAINTY of a SYNTHETIC CE-T1 (cesynth {uncertainty['method']}, sd)"
+
+
+HOW_TO_READ = ("Per-voxel standard deviation of the synthetic CE-T1 over test-time augmented views of the inputs, "
+               "in the synthesis's intensity units (equalized [0, 1] brain). Bright = the synthesis changes when the "
+               "inputs are mirrored or moved by a voxel or a slice: do not trust the synthetic contrast there. Dark "
+               "does not prove the synthesis right: a lesion the model never learnt can be missed consistently.")
+
+
+def write_prediction_map(model_space, model_affine, native, native_affine, out: dict, record: dict) -> dict:
+    """Write a new patient's uncertainty map (``out``: uncertainty on the native T1 grid, uncertainty_model, and
+    uncertainty_sidecar naming the method); ``record`` (model, weights, synthesis file, settings) joins the sidecar.
+
+    DICOM hook: where the synthesis is also written as a DICOM series (cesynth.dicom, branch b-23), the caller
+    writes ``native`` the same way, as a second derived series described by :func:`describe`.
+    """
+    from .io import save_nifti, write_json
+
+    description = describe(record["uncertainty"])
+    save_nifti(native, native_affine, out["uncertainty"], description=description)
+    save_nifti(model_space, model_affine, out["uncertainty_model"], description=description)
+    sidecar = {"synthetic": True, "what": HOW_TO_READ, "method": record["uncertainty"]["method"], **record,
+               "space": {"uncertainty": "native grid of the input T1", "uncertainty_model": "model grid (RAS, resized)"},
+               "nifti_descrip": description}
+    write_json(sidecar, out["uncertainty_sidecar"])
+    return sidecar
+
+
+DECILES = 10
+
+
+def evaluate_scan(uncertainty, synth, gt, t1, brain, enhancing=None, threshold=0.1, delta=0.1):
+    """(metrics row, calibration rows) of one scan's uncertainty map against its real error, in the brain.
+
+    ``spearman``: rank correlation of uncertainty and |synthesis - ground truth|; ``auroc``: of the uncertainty
+    for the voxels whose |error| exceeds ``threshold``; calibration: the mean uncertainty and mean |error| of
+    each uncertainty decile. ``enhancing`` (the enhancing-tumour label): its voxels that truly enhance
+    (CE-T1 - T1 > ``delta``) but not in the synthesis are *missed enhancement*; ``missed_flagged`` is the
+    fraction of them above the 90th percentile of the brain's uncertainty (0.1 by chance) and ``missed_auroc`` the AUROC of
+    the uncertainty for them against the other brain voxels.
+    """
+    from scipy.stats import spearmanr
+
+    brain = np.asarray(brain, bool)
+    u, error = np.asarray(uncertainty, np.float64)[brain], np.abs(np.asarray(synth, np.float64) - gt)[brain]
+    row = {"spearman": float(spearmanr(u, error)[0]) if u.size > 1 else float("nan"),
+           "auroc": auroc(u, error > threshold), "error_fraction": float(np.mean(error > threshold)),
+           "mean_uncertainty": float(u.mean()), "mae": float(error.mean())}
+    row.update(_missed_enhancement(uncertainty, synth, gt, t1, brain, enhancing, delta))
+    decile = np.minimum((_ranks(u) * DECILES / u.size).astype(int), DECILES - 1)  # equal-count bins by rank
+    calibration = [{"decile": d + 1, "uncertainty": float(u[decile == d].mean()), "mae": float(error[decile == d].mean()),
+                    "voxels": int((decile == d).sum())} for d in range(DECILES) if (decile == d).any()]
+    return row, calibration
+
+
+def _missed_enhancement(uncertainty, synth, gt, t1, brain, enhancing, delta) -> dict:
+    nan = float("nan")
+    if enhancing is None:
+        return {"enhancing_voxels": 0, "missed_voxels": 0, "missed_flagged": nan, "missed_auroc": nan}
+    truly = np.asarray(enhancing, bool) & brain & (gt - t1 > delta)
+    missed = truly & (synth - t1 <= delta)
+    u = np.asarray(uncertainty)[brain]
+    flag = np.percentile(u, 100 * (1 - 1 / DECILES))
+    flagged = float(np.mean(np.asarray(uncertainty)[missed] > flag)) if missed.any() else nan
+    return {"enhancing_voxels": int(truly.sum()), "missed_voxels": int(missed.sum()), "missed_flagged": flagged,
+            "missed_auroc": auroc(u, missed[brain])}
+
+
+def _ranks(values):
+    """0-based ranks, ties broken by position (so deciles hold equal voxel counts even on a flat map)."""
+    ranks = np.empty(values.size, dtype=np.int64)
+    ranks[np.argsort(values, kind="stable")] = np.arange(values.size)
+    return ranks
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the ``positive`` voxels (Mann-Whitney U; ties count half);
+    NaN when either class is empty."""
+    from scipy.stats import rankdata
+
+    positive = np.asarray(positive, bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def enhancing_label(stack):
+    """The enhancing-tumour label of a stack: ``et_mask`` when the preprocessing wrote it, else the tumour mask
+    (whose truly enhancing voxels :func:`evaluate_scan` keeps), else None."""
+    for channel in ("et_mask", "tumour_mask"):
+        if stack.has(channel):
+            return np.asarray(stack[channel]) > 0
+    return None
+
+
+def evaluate(synth_paths, uncertainty_paths, stack_paths, scans, reference="ce_t1", threshold=0.1, delta=0.1):
+    """(metrics, calibration) tables of :func:`evaluate_scan`, one scan per row / per (scan, decile)."""
+    from .io import Stack, load_nifti
+
+    rows, calibration = [], []
+    for scan, synth_path, map_path, stack_path in zip(scans, synth_paths, uncertainty_paths, stack_paths):
+        stack = Stack(stack_path)
+        synth, uncertainty = (stack.to_xyz(load_nifti(p)[0]) for p in (synth_path, map_path))  # (X,Y,Z) -> (Z,Y,X)
+        row, deciles = evaluate_scan(uncertainty, synth, np.asarray(stack[reference]), np.asarray(stack["t1"]),
+                                     np.asarray(stack["brain_mask"]) > 0, enhancing_label(stack), threshold, delta)
+        rows.append({"scan": scan, **row})
+        calibration += [{"scan": scan, **d} for d in deciles]
+    return pd.DataFrame(rows), pd.DataFrame(calibration)
