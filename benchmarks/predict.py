@@ -3,7 +3,8 @@
 The real raw clinical case (T1, T2, FLAIR on their own 5.5 mm grids, skull on) goes through every predict
 job: validation, two registrations, skull strip, resize to 192 x 256 x 192 with histogram equalization,
 hrfcn3d at width 1 on the fast CPU path (``inference.cpu_bf16``: bf16, channels-last, batch norm folded),
-resampling to the native T1 grid, sidecar and panel. The weights are untrained (a CPU cannot train the
+resampling to the native T1 grid, sidecar and panel; without the uncertainty map (``predict.uncertainty: false``,
+each of its views is one more synthesis: section uncertainty). The weights are untrained (a CPU cannot train the
 paper's model; the time of a forward pass does not depend on the weights' values), written with the
 run's preprocessing record and a model card that says so.
 """
@@ -68,7 +69,7 @@ def run(work: Path) -> dict:
                      + "\n")
     own = work / "predict.yaml"
     own.write_text(yaml.safe_dump({**OVERRIDES, "predict": {"samplesheet": str(sheet), "model": "hrfcn3d",
-                                                            "weights": str(weights)}}))
+                                                            "weights": str(weights), "uncertainty": False}}))
     snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
     command = [snakemake, "-s", str(REPO / "Snakefile"), "--directory", str(work), "predict", "--cores", "2",
                "--configfile", str(REPO / "config" / "paper.yaml"), str(own)]

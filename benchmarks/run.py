@@ -563,7 +563,8 @@ def bench_predict(tmp: Path, quick: bool):
     synthesis = result["jobs"]["predict_synthesize FG6692"]
     others = ", ".join(f"{name.split()[0]} {job['s']:.0f} s" for name, job in result["jobs"].items()
                        if not name.startswith("predict_synthesize"))
-    case = "TCGA-FG-6692 (T1, T2, FLAIR raw), 192x256x192, hrfcn3d width 1, inference.cpu_bf16, --cores 2"
+    case = ("TCGA-FG-6692 (T1, T2, FLAIR raw), 192x256x192, hrfcn3d width 1, inference.cpu_bf16, "
+            "predict.uncertainty false, --cores 2")
     return [row("predict", f"snakemake predict, one patient end to end: {case}", result["wall_s"] / 60, "min", None,
                 "", f"measured; target <= 10 min; synthesis {synthesis['s'] / 60:.1f} min "
                 f"({synthesis['cpu_time'] / 60:.1f} CPU min); {others}; load {result['load'][0]:.1f} before, "

@@ -84,8 +84,9 @@ def check_preprocessing(weights, payload: dict, preprocessing: dict) -> None:
 def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack_path, t1_path, inputs: dict,
                  settings: dict, preprocessing: dict, out: dict, stride=1, batch_size=4, device="auto", amp=True,
                  cpu_bf16=False) -> dict:
-    """Synthesize one patient's CE-T1 and write ``out``: synth (native T1 grid), synth_model, sidecar, panel, and its
-    uncertainty map (uncertainty, uncertainty_model, uncertainty_sidecar; :mod:`cesynth.uncertainty`).
+    """Synthesize one patient's CE-T1 and write ``out``: synth (native T1 grid), synth_model, sidecar, panel, and,
+    when ``out`` names them, its uncertainty map (uncertainty, uncertainty_model, uncertainty_sidecar;
+    :mod:`cesynth.uncertainty`).
 
     ``settings`` (the configuration sections that shaped the result) goes into the sidecar verbatim;
     ``preprocessing`` must equal what the weights were trained with (:func:`check_preprocessing`).
@@ -105,15 +106,15 @@ def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack
     native, native_affine = to_native(stack.to_xyz(pred), stack.affine, t1_path)
     description = f"SYNTHETIC CE-T1 (cesynth {model_name}), not acquired"
     save_nifti(native, native_affine, out["synth"], description=description)
-    # its uncertainty map beside it, with the synthesis's own tiling (window; docs/uncertainty.md)
-    digest = sha256(weights)
-    tta = {"inference": {"stride": stride, "batch_size": batch_size, "cpu_bf16": cpu_bf16},
-           "uncertainty": settings["uncertainty"]}
-    spread = uncertainty.scan_map(model, payload, stack, pred, tta, device, amp)
-    spread_xyz = stack.to_xyz(spread)
-    uncertainty.write_prediction_map(spread_xyz, stack.affine, to_native(spread_xyz, stack.affine, t1_path)[0],
-                                     native_affine, out, {"model": model_name, "weights_sha256": digest,
-                                                          "synthesis": str(out["synth"]), **tta})
+    digest, spread = sha256(weights), None
+    if "uncertainty" in out.keys():  # the map beside it, with the synthesis's own tiling (docs/uncertainty.md)
+        tta = {"inference": {"stride": stride, "batch_size": batch_size, "cpu_bf16": cpu_bf16},
+               "uncertainty": settings["uncertainty"]}
+        spread = uncertainty.scan_map(model, payload, stack, pred, tta, device, amp)
+        spread_xyz = stack.to_xyz(spread)
+        uncertainty.write_prediction_map(spread_xyz, stack.affine, to_native(spread_xyz, stack.affine, t1_path)[0],
+                                         native_affine, out, {"model": model_name, "weights_sha256": digest,
+                                                              "synthesis": str(out["synth"]), **tta})
     sidecar = {
         "synthetic": True,
         "warning": WARNING,
@@ -129,7 +130,8 @@ def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack
         "config_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest(),
         "nifti_descrip": description,
         "model_card": modelcard.summary(card),
-        "uncertainty": {"method": settings["uncertainty"]["method"], "file": str(out["uncertainty"])},
+        "uncertainty": ({"method": settings["uncertainty"]["method"], "file": str(out["uncertainty"])}
+                        if spread is not None else None),
     }
     write_json(sidecar, out["sidecar"])
     prediction_panel(stack, pred, model_spec["inputs"], out["panel"], f"{scan}: SYNTHETIC - not acquired (model {model_name})",
@@ -137,10 +139,24 @@ def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack
     return sidecar
 
 
-def write_dicom(synth_path, out_dir, *, patient: str, model_name: str, t1_series=None) -> dict:
-    """The synthetic CE-T1 (native T1 grid) as a DICOM series: in the T1 series' study and frame of reference
-    when the T1 came as DICOM (``t1_series``), else in a new study of ``patient``."""
-    img = nib.load(str(synth_path))
+UNCERTAINTY_COMMENT = ("UNCERTAINTY of the SYNTHETIC contrast-enhanced T1 of the same study: per-voxel standard "
+                       "deviation of the synthesis over test-time augmented views (docs/uncertainty.md); bright = "
+                       "do not trust the synthesis there. Not an acquired image.")
+
+
+def write_dicom(synth_path, out_dir, *, patient: str, model_name: str, t1_series=None, uncertainty_path=None,
+                uncertainty_dir=None) -> dict:
+    """The synthetic CE-T1 (native T1 grid) as a DICOM series, and its uncertainty map as a second one when
+    ``uncertainty_path`` is given: in the T1 series' study and frame of reference when the T1 came as DICOM
+    (``t1_series``), else in a new study of ``patient``."""
     attributes = dicom.source_attributes(t1_series) if t1_series else dicom.new_study_attributes(patient)
-    return dicom.write_series(img.get_fdata(), img.affine, out_dir, attributes,
-                              f"SYNTHETIC CE-T1 cesynth {model_name} NOT ACQUIRED", WARNING)
+    img = nib.load(str(synth_path))
+    written = {"synthesis": dicom.write_series(img.get_fdata(), img.affine, out_dir, attributes,
+                                               f"SYNTHETIC CE-T1 cesynth {model_name} NOT ACQUIRED", WARNING)}
+    if uncertainty_path:
+        img = nib.load(str(uncertainty_path))
+        numbered = {**attributes, "SeriesNumber": int(attributes.get("SeriesNumber") or 0) + 1}  # its own number
+        written["uncertainty"] = dicom.write_series(img.get_fdata(), img.affine, uncertainty_dir, numbered,
+                                                    f"UNCERTAINTY of SYNTHETIC CE-T1 cesynth {model_name}",
+                                                    UNCERTAINTY_COMMENT)
+    return written

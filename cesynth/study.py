@@ -66,6 +66,7 @@ PATHS = {
     "predict_uncertainty_sidecar": "{r}/predict/{pscan}/{pscan}_model-{model}_desc-uncertainty.json",
     "predict_panel": "{r}/predict/{pscan}/{pscan}_model-{model}_desc-synthetic_panel.png",
     "predict_dicom": "{r}/predict/{pscan}/{pscan}_model-{model}_desc-synthetic_ce_t1_dicom",
+    "predict_uncertainty_dicom": "{r}/predict/{pscan}/{pscan}_model-{model}_desc-uncertainty_dicom",
     "log": "{r}/logs/{rule}/{name}.log",
     "benchmark": "{r}/benchmarks/{rule}/{name}.tsv",
 }

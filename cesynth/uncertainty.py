@@ -136,9 +136,7 @@ HOW_TO_READ = ("Per-voxel standard deviation of the synthetic CE-T1 over test-ti
 def write_prediction_map(model_space, model_affine, native, native_affine, out: dict, record: dict) -> dict:
     """Write a new patient's uncertainty map (``out``: uncertainty on the native T1 grid, uncertainty_model, and
     uncertainty_sidecar naming the method); ``record`` (model, weights, synthesis file, settings) joins the sidecar.
-
-    DICOM hook: where the synthesis is also written as a DICOM series (cesynth.dicom, branch b-23), the caller
-    writes ``native`` the same way, as a second derived series described by :func:`describe`.
+    Where the synthesis is also a DICOM series, :func:`cesynth.predict.write_dicom` writes ``native`` as a second one.
     """
     from .io import save_nifti, write_json
 

@@ -17,10 +17,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # annotations only: a per-scan job (skull strip "none") does without pandas' import
+    import pandas as pd
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 VOXEL_MM_RANGE = (0.1, 10.0)

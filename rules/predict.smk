@@ -25,6 +25,9 @@ if PREDICT.get("samplesheet"):
     # DICOM output: when the T1 came as DICOM (auto), for every scan (always) or never.
     PREDICT_DICOM_OUT = [s for s in PREDICT_SAMPLES.scan
                          if P.wants_dicom(PREDICT["dicom_output"], P.REFERENCE in PREDICT_DICOM.get(s, {}))]
+    # The uncertainty map beside each synthesis (predict.uncertainty), as NIfTI and, with the synthesis, DICOM.
+    PREDICT_UNCERTAINTY = ["uncertainty", "uncertainty_model", "uncertainty_sidecar"] if PREDICT["uncertainty"] else []
+    PREDICT_DICOM_KINDS = ["dicom"] + ["uncertainty_dicom"] * bool(PREDICT["uncertainty"])
 
     wildcard_constraints:
         pscan="|".join(map(re.escape, PREDICT_SAMPLES.scan)),
@@ -33,9 +36,9 @@ if PREDICT.get("samplesheet"):
     rule predict:
         """Synthetic CE-T1 of every scan of predict.samplesheet, on its native T1 grid and in model space."""
         input:
-            [predict_out(k, s) for s in PREDICT_SAMPLES.scan for k in ("synth", "synth_model", "sidecar", "panel",
-                                                                  "uncertainty", "uncertainty_sidecar")],
-            [predict_out("dicom", s) for s in PREDICT_DICOM_OUT],
+            [predict_out(k, s) for s in PREDICT_SAMPLES.scan
+             for k in ["synth", "synth_model", "sidecar", "panel", *PREDICT_UNCERTAINTY]],
+            [predict_out(k, s) for s in PREDICT_DICOM_OUT for k in PREDICT_DICOM_KINDS],
 
     use rule dicom_check as predict_dicom_check with:
         input:
@@ -149,9 +152,7 @@ if PREDICT.get("samplesheet"):
             synth_model=predict_out("synth_model"),
             sidecar=predict_out("sidecar"),
             panel=predict_out("panel"),
-            uncertainty=predict_out("uncertainty"),
-            uncertainty_model=predict_out("uncertainty_model"),
-            uncertainty_sidecar=predict_out("uncertainty_sidecar"),
+            **{k: predict_out(k) for k in PREDICT_UNCERTAINTY},
         params:
             model=PREDICT_MODEL,
             spec=PREDICT_SPEC,
@@ -186,8 +187,9 @@ if PREDICT.get("samplesheet"):
             synth=predict_out("synth"),
             sidecar=predict_out("sidecar"),
             t1_series=lambda w: PREDICT_DICOM.get(w.pscan, {}).get(P.REFERENCE, []),
+            **{k: predict_out(k) for k in PREDICT_UNCERTAINTY[:1]},
         output:
-            directory(predict_out("dicom")),
+            **{k: directory(predict_out(k)) for k in PREDICT_DICOM_KINDS},
         params:
             patient=lambda w: PREDICT_SAMPLES.at[w.pscan, "patient"],
             model=PREDICT_MODEL,

@@ -104,6 +104,25 @@ def test_dicom_series_in_synthetic_dicom_series_out(dicom_run):
     assert first.BitsAllocated == 16 and first.PixelRepresentation == 0 and first.pixel_array.dtype == np.uint16
 
 
+def test_uncertainty_map_as_its_own_dicom_series_in_the_same_study(dicom_run):
+    tmp, work, series = dicom_run
+    nifti = nib.as_closest_canonical(nib.load(work / f"{OUT}/FG6692_model-hrfcn3d_desc-uncertainty.nii.gz"))
+    back = nib.as_closest_canonical(read_back(work / f"{OUT}/FG6692_model-hrfcn3d_desc-uncertainty_dicom",
+                                              tmp / "back_uncertainty"))
+    np.testing.assert_allclose(back.affine, nifti.affine, atol=0.01)
+    files = sorted((work / f"{OUT}/FG6692_model-hrfcn3d_desc-uncertainty_dicom").glob("*.dcm"))
+    first, synth = pydicom.dcmread(files[0]), pydicom.dcmread(next((work / f"{SYNTH}_dicom").iterdir()))
+    assert np.abs(back.get_fdata() - nifti.get_fdata()).max() <= float(first.RescaleSlope) / 2 * 1.001 + 1e-9
+    assert nifti.get_fdata().max() > 0  # the views disagree somewhere: a map, not an empty series
+    t1 = pydicom.dcmread(next(series["t1"].iterdir()))
+    assert (first.StudyInstanceUID, first.FrameOfReferenceUID) == (t1.StudyInstanceUID, t1.FrameOfReferenceUID)
+    assert first.SeriesInstanceUID not in {synth.SeriesInstanceUID, t1.SeriesInstanceUID}
+    assert first.SeriesNumber == synth.SeriesNumber + 1
+    assert first.SeriesDescription.startswith("UNCERTAINTY") and "SYNTHETIC" in first.SeriesDescription
+    sidecar = json.loads((work / f"{OUT}/FG6692_model-hrfcn3d_desc-uncertainty.json").read_text())
+    assert sidecar["method"] == "tta"
+
+
 def test_model_card_beside_the_weights_matches_the_study_table(dicom_run):
     tmp, work, _ = dicom_run
     models = work / "results" / "models" / "hrfcn3d" / "stage2"
@@ -172,3 +191,17 @@ def test_already_preprocessed_patients_predict_without_retraining(dicom_run):
                               f"{case}_model-hrfcn3d_desc-synthetic_ce_t1.json").read_text())
         assert sidecar["config"]["skullstrip"]["backend"] == "none"
         assert not (work / "results" / "predict" / case / f"{case}_model-hrfcn3d_desc-synthetic_ce_t1_dicom").exists()
+
+
+def test_predict_without_the_uncertainty_map(dicom_run):
+    """predict.uncertainty: false (the fast CPU path) writes the synthesis and no map, and retrains nothing."""
+    tmp, work, series = dicom_run
+    config = configure(tmp, "nomap", [{"patient": "TCGA-FG-6692", "scan": "again", **series}], uncertainty=False)
+    planned = planned_jobs(predict(work, config, "-n").stdout)
+    assert all(j.startswith("predict") for j in planned), planned
+    predict(work, config)
+    written = {p.name for p in (work / "results" / "predict" / "again").iterdir()}
+    assert "again_model-hrfcn3d_desc-synthetic_ce_t1.nii.gz" in written
+    assert not [n for n in written if "uncertainty" in n], written
+    sidecar = json.loads((work / "results/predict/again/again_model-hrfcn3d_desc-synthetic_ce_t1.json").read_text())
+    assert sidecar["uncertainty"] is None

@@ -1,7 +1,8 @@
 from cesynth.io import redirect_output
 from cesynth.predict import write_dicom
 
-p = snakemake.params
+p, out = snakemake.params, snakemake.output
 with redirect_output(snakemake.log[0]):
-    print(write_dicom(snakemake.input.synth, snakemake.output[0], patient=p.patient, model_name=p.model,
-                      t1_series=snakemake.input.t1_series or None))
+    print(write_dicom(snakemake.input.synth, out.dicom, patient=p.patient, model_name=p.model,
+                      t1_series=snakemake.input.t1_series or None, uncertainty_path=snakemake.input.get("uncertainty"),
+                      uncertainty_dir=out.get("uncertainty_dicom")))
