@@ -16,6 +16,7 @@ Sections (docs/training.md explains the design):
 - predict: one new patient end to end, ``snakemake predict --cores 2`` at the paper's grid with hrfcn3d
   at width 1 on the fast CPU path (:mod:`benchmarks.predict`), wall time and peak RSS measured;
 - uncertainty: the extra time of the test-time-augmentation map, :func:`benchmarks.uncertainty.run`;
+- none: registration and skull-strip jobs of scans that need neither (:mod:`benchmarks.passthrough`);
 - demo: where README command 1's time goes, from finished runs of ``python -m benchmarks.demo``
   (:mod:`benchmarks.demo`).
 
@@ -575,6 +576,12 @@ def bench_predict(tmp: Path, quick: bool):
                 "measured: the largest process of the run; target <= 8 GB")]
 
 
+def bench_none(tmp: Path, quick: bool):
+    from benchmarks import passthrough
+
+    return passthrough.rows(tmp)
+
+
 def bench_demo(tmp: Path, quick: bool):
     from benchmarks import demo
 
@@ -596,6 +603,6 @@ def child_tta_windows(**kwargs):
 BASELINE_REGISTRATION = "ants.registration Rigid"
 SECTIONS = {"input": bench_input, "inference": bench_inference, "dag": bench_dag, "training": bench_training,
             "preprocessing": bench_preprocessing, "predict": bench_predict, "uncertainty": bench_uncertainty,
-            "demo": bench_demo}
+            "none": bench_none, "demo": bench_demo}
 CHILDREN = {"child_infer": child_infer, "child_train": child_train,
             "child_bf16_conv3d_backward": child_bf16_conv3d_backward, "child_tta_windows": child_tta_windows}

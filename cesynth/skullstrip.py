@@ -34,6 +34,7 @@ MAX_BRAIN_ML = 2500.0
 # (measured 0.55 and 1.08 on two BraTS-form cases; 1.7 and 2.4 on a head with zeroed background).
 MAX_RIM_RATIO = 1.4
 _RIM_MM, _INTERIOR_MM = 3.0, 10.0
+_DEPTH_RESOLUTION_MM = 2.0
 
 
 def fsl_bet(in_path, out_prefix, frac, robust, cmdonly=False):
@@ -179,7 +180,7 @@ def nonzero_mask(scan, reference_path) -> np.ndarray:
         raise InputError([Problem(scan, str(reference_path), f"looks like a whole head, not a skull-stripped "
                                   f"brain: {volume_ml:.0f} ml of nonzero voxels (a brain has < {MAX_BRAIN_ML:.0f})"
                                   f"; {hint}")])
-    depth = ndimage.distance_transform_edt(mask, sampling=zooms)
+    depth = _depth_mm(mask, zooms)
     rim, interior = data[mask & (depth <= _RIM_MM)], data[depth > _INTERIOR_MM]
     ratio = float(np.percentile(rim, 90) / max(np.percentile(interior, 90), 1e-6)) if interior.size else 0.0
     if ratio > MAX_RIM_RATIO:
@@ -189,6 +190,18 @@ def nonzero_mask(scan, reference_path) -> np.ndarray:
     out = np.zeros(whole.shape, bool)
     out[box] = mask
     return out
+
+
+def _depth_mm(mask: np.ndarray, zooms, resolution_mm=_DEPTH_RESOLUTION_MM) -> np.ndarray:
+    """Depth (mm) of every voxel of ``mask`` below its surface, computed on every n-th voxel along each axis finer
+    than ``resolution_mm`` and spread over the n^3 block: within a coarse voxel of the exact depth, enough for the
+    rim and interior tests, in an eighth of the time on a 1 mm scan (the exact transform was 70% of a 'none' job)."""
+    step = tuple(max(1, int(resolution_mm // zoom)) for zoom in zooms)
+    coarse = mask[tuple(slice(None, None, n) for n in step)]
+    depth = ndimage.distance_transform_edt(coarse, sampling=[zoom * n for zoom, n in zip(zooms, step)])
+    for axis, n in enumerate(step):
+        depth = np.repeat(depth, n, axis=axis)
+    return depth[tuple(slice(0, size) for size in mask.shape)] * mask
 
 
 def _padded_box(mask: np.ndarray) -> tuple[slice, ...]:
