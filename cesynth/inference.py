@@ -29,6 +29,8 @@ from .models import receptive_field
 from .device import bf16_autocast, select_device
 from .weights import load_weights
 
+TILINGS = ("window", "slab")
+
 
 def cpu_fast(model: torch.nn.Module) -> torch.nn.Module:
     """The CPU inference path of ``inference.cpu_bf16``: a copy with every batch norm folded into the
@@ -128,7 +130,7 @@ def predict_volume(model, window: int, inputs: np.ndarray, settings: dict, devic
     if tiling == "slab":
         return slab_inference(model, inputs, settings.get("slab", 0), slice_halo(model) if halo is None else halo,
                               device, amp, cpu_bf16)
-    raise ValueError(f"inference tiling must be 'window' or 'slab', got {tiling!r}")
+    raise ValueError(f"inference tiling must be one of {TILINGS}, got {tiling!r}")
 
 
 def synthesize_scan(model, payload, stack_path, out_path, stride=1, batch_size=4, device="cpu", amp=False,

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 # TF ssim_multiscale power factors (Wang et al. 2003).
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+LOCAL_NORMS = ("mask", "all")  # training.local_norm
+PIXEL_LOSSES = ("mae", "mse")  # training.pixel_loss
 
 
 def _to_slices(x: torch.Tensor) -> torch.Tensor:
@@ -116,6 +118,9 @@ def ms_ssim_slices(
         return powered.prod(dim=-1).mean()
 
 
+SSIM_KINDS = {"ssim": ssim_slices, "ms-ssim": ms_ssim_slices}  # training.ssim
+
+
 def histogram_distance(pred, target) -> torch.Tensor:
     """Mean over patches of the L1 distance between the sorted voxel values of prediction and target.
 
@@ -146,14 +151,14 @@ class SynthesisLoss(torch.nn.Module):
 
     def __init__(self, lambdas=(1.0, 1.0, 1.0), ssim="ssim", local_norm="mask", pixel="mae", histogram=0.0):
         super().__init__()
-        if ssim not in ("ssim", "ms-ssim"):
-            raise ValueError(f"ssim must be 'ssim' or 'ms-ssim', got {ssim!r}")
-        if local_norm not in ("mask", "all"):
-            raise ValueError(f"local_norm must be 'mask' or 'all', got {local_norm!r}")
-        if pixel not in ("mae", "mse"):
-            raise ValueError(f"pixel loss must be 'mae' or 'mse', got {pixel!r}")
+        if ssim not in SSIM_KINDS:
+            raise ValueError(f"ssim must be one of {tuple(SSIM_KINDS)}, got {ssim!r}")
+        if local_norm not in LOCAL_NORMS:
+            raise ValueError(f"local_norm must be one of {LOCAL_NORMS}, got {local_norm!r}")
+        if pixel not in PIXEL_LOSSES:
+            raise ValueError(f"pixel loss must be one of {PIXEL_LOSSES}, got {pixel!r}")
         self.lambdas = tuple(float(v) for v in lambdas)
-        self.ssim_fn = ssim_slices if ssim == "ssim" else ms_ssim_slices
+        self.ssim_fn = SSIM_KINDS[ssim]
         self.local_norm = local_norm
         self.pixel = pixel
         self.histogram = float(histogram)

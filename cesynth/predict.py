@@ -41,9 +41,14 @@ def not_configured(_wildcards=None):
     raise ValueError(NOT_CONFIGURED)
 
 
+DICOM_OUTPUT = ("auto", "always", "never")
+
+
 def wants_dicom(setting: str, t1_is_dicom: bool) -> bool:
     """Whether to write the synthesis as a DICOM series: ``predict.dicom_output`` auto (when the T1 came as
     DICOM), always or never."""
+    if setting not in DICOM_OUTPUT:
+        raise ValueError(f"predict.dicom_output must be one of {DICOM_OUTPUT}, got {setting!r}")
     return setting == "always" or setting == "auto" and t1_is_dicom
 
 

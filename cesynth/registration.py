@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 # the most common job on BraTS-form cohorts) should not pay.
 
 _TRANSFORMS = {"rigid": ("Rigid",), "affine": ("Rigid", "Affine")}
+TRANSFORMS = (*_TRANSFORMS, "none")  # "none": inputs already on the reference grid (checked, copied)
 
 # Multi-resolution schedule (shared by every linear stage). Shrink factors are
 # capped by ITK per axis, so the 26-slice clinical volumes still get >= 3 slices

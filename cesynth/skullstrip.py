@@ -24,7 +24,7 @@ from skimage.morphology import ball
 from .io import save_nifti
 from .validate import InputError, Problem
 
-_BACKENDS = ("auto", "fsl", "python", "none")
+BACKENDS = ("auto", "fsl", "python", "none")
 _MIN_DEPTH_MM = 5.0
 # backend "none" refuses a reference that looks like a whole head rather than a skull-stripped brain:
 # more nonzero volume than any adult brain (BraTS brains: ~1,200-1,700 ml; a head: 2,800 ml and more) ...
@@ -226,8 +226,8 @@ def brain_mask(reference_path, out_mask_path, backend="auto", frac=0.5, robust=T
     ``seed`` is accepted for a uniform interface; both backends are deterministic.
     Returns ``backend``, ``volume_ml`` and ``seconds``.
     """
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     t0 = time.perf_counter()
     if backend == "auto":
         backend = "fsl" if fsl_available() else "python"
