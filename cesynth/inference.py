@@ -19,6 +19,7 @@ gives exactly the whole-volume prediction (up to float rounding) with bounded me
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -133,18 +134,32 @@ def predict_volume(model, window: int, inputs: np.ndarray, settings: dict, devic
     raise ValueError(f"inference tiling must be one of {TILINGS}, got {tiling!r}")
 
 
-def synthesize_scan(model, payload, stack_path, out_path, stride=1, batch_size=4, device="cpu", amp=False,
-                    tiling="window", slab=0, halo=None, cpu_bf16=False):
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a volume is tiled and where it runs: the ``inference`` config section with the model's ``device`` and
+    ``amp`` (:func:`cesynth.study.inference_settings`). The defaults are the plainest run: every overlapping
+    window averaged, on the CPU in float32."""
+    stride: int = 1
+    batch_size: int = 4
+    tiling: str = "window"
+    slab: int = 0
+    cpu_bf16: bool = False
+    device: str = "cpu"
+    amp: bool = False
+
+
+def synthesize_scan(model, payload, stack_path, out_path, settings: InferenceSettings = InferenceSettings(),
+                    halo=None):
     """Write the synthetic CE-T1 of one preprocessed scan as NIfTI in model space.
 
     Background (outside the brain mask) is 0 and values are clipped to [0, 1], like the targets.
-    ``tiling``: "window" (averaged training-size windows) or "slab" (exact; ``halo`` defaults to
+    ``settings.tiling``: "window" (averaged training-size windows) or "slab" (exact; ``halo`` defaults to
     :func:`slice_halo`).
     """
     stack = Stack(stack_path)
     inputs = np.ascontiguousarray(stack.get(payload["model_spec"]["inputs"]))
-    settings = {"stride": stride, "batch_size": batch_size, "tiling": tiling, "slab": slab, "cpu_bf16": cpu_bf16}
-    pred = predict_volume(model, payload["patch"][0], inputs, settings, device, amp, halo)
+    pred = predict_volume(model, payload["patch"][0], inputs, asdict(settings), select_device(settings.device),
+                          settings.amp, halo)
     pred = np.clip(pred, 0, 1) * (stack["brain_mask"] > 0)
     spec = payload["model_spec"]
     save_nifti(stack.to_xyz(pred), stack.affine, out_path,
@@ -152,16 +167,14 @@ def synthesize_scan(model, payload, stack_path, out_path, stride=1, batch_size=4
     return pred
 
 
-def synthesize_all(weights, stack_paths, out_paths, stride=1, batch_size=4, device="auto", amp=True,
-                   tiling="window", slab=0, cpu_bf16=False):
-    device = select_device(device)
+def synthesize_all(weights, stack_paths, out_paths, settings: InferenceSettings):
+    device = select_device(settings.device)
     model, payload = load_weights(weights, device)
-    if cpu_bf16 and device.type == "cpu":
+    if settings.cpu_bf16 and device.type == "cpu":
         model = cpu_fast(model)
-    halo = slice_halo(model) if tiling == "slab" else None
+    halo = slice_halo(model) if settings.tiling == "slab" else None
     for stack_path, out_path in zip(stack_paths, out_paths):
-        synthesize_scan(model, payload, stack_path, out_path, stride, batch_size, device, amp, tiling, slab, halo,
-                        cpu_bf16)
+        synthesize_scan(model, payload, stack_path, out_path, settings, halo)
 
 
 def write_identity(stack_paths, out_paths, channel="t1"):

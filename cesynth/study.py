@@ -97,6 +97,13 @@ def model_settings(config: dict, model: str) -> dict:
     return settings
 
 
+def inference_settings(config: dict, model: str) -> dict:
+    """The fields of :class:`cesynth.inference.InferenceSettings` for ``model``: the ``inference`` section and the
+    model's own device and amp."""
+    settings = model_settings(config, model)
+    return {**config["inference"], "device": settings["device"], "amp": settings["amp"]}
+
+
 def preprocessing_record(config: dict) -> dict:
     """The configuration that shaped the model-space stacks, stored with the weights (model grid shape,
     equalization, enhancement delta, modalities, reference, skull-strip and registration settings).

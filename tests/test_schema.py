@@ -77,6 +77,7 @@ def enums(node, path=()) -> dict[str, list]:
 
 # Where each enum's choices live in Python: a new choice is added to the registry and to the schema together.
 REGISTRIES = {
+    "definitions.training.trainer": training.TRAINERS,
     "definitions.training.device": device.DEVICES,
     "definitions.training.ssim": losses.SSIM_KINDS,
     "definitions.training.local_norm": losses.LOCAL_NORMS,
@@ -86,7 +87,7 @@ REGISTRIES = {
     "input.source": cohort.SOURCES,
     "registration.transform": registration.TRANSFORMS,
     "registration.backend": registration.BACKENDS,
-    "skullstrip.backend": skullstrip.BACKENDS,
+    "skullstrip.backend": ("auto", *skullstrip.BACKENDS),  # auto: fsl where installed, else python
     "preprocess.equalization": preprocessing.EQUALIZATION_METHODS,
     "split.validation": cohort.VALIDATION,
     "inference.tiling": inference.TILINGS,
@@ -119,7 +120,7 @@ def test_every_enum_matches_its_registry():
 
 
 def test_scan_options_offer_the_backends_of_their_modules():
-    assert validate.SCAN_OPTIONS == {"skullstrip": ("backend", skullstrip.BACKENDS),
+    assert validate.SCAN_OPTIONS == {"skullstrip": ("backend", ("auto", *skullstrip.BACKENDS)),
                                      "registration": ("transform", registration.TRANSFORMS)}
 
 
