@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from . import intensity
 from .io import Stack, save_nifti
 from .models import receptive_field
 from .device import bf16_autocast, select_device
@@ -152,7 +153,8 @@ def synthesize_scan(model, payload, stack_path, out_path, settings: InferenceSet
                     halo=None):
     """Write the synthetic CE-T1 of one preprocessed scan as NIfTI in model space.
 
-    Background (outside the brain mask) is 0 and values are clipped to [0, 1], like the targets.
+    Background (outside the brain mask) is 0 and values are clipped to the model-space range [0, 1] of the targets
+    (:mod:`cesynth.intensity`).
     ``settings.tiling``: "window" (averaged training-size windows) or "slab" (exact; ``halo`` defaults to
     :func:`slice_halo`).
     """
@@ -160,7 +162,7 @@ def synthesize_scan(model, payload, stack_path, out_path, settings: InferenceSet
     inputs = np.ascontiguousarray(stack.get(payload["model_spec"]["inputs"]))
     pred = predict_volume(model, payload["patch"][0], inputs, asdict(settings), select_device(settings.device),
                           settings.amp, halo)
-    pred = np.clip(pred, 0, 1) * (stack["brain_mask"] > 0)
+    pred = intensity.clip(pred) * (stack["brain_mask"] > 0)
     spec = payload["model_spec"]
     save_nifti(stack.to_xyz(pred), stack.affine, out_path,
                description=f"SYNTHETIC CE-T1 (cesynth {spec['architecture']}), not acquired")

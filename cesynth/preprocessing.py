@@ -99,7 +99,8 @@ def coverage_problem(volume: np.ndarray, brain: np.ndarray) -> str | None:
 
 
 def enhancement_mask(ce_t1: np.ndarray, t1: np.ndarray, delta: float) -> np.ndarray:
-    """Rough enhancing-tissue mask of the local loss: CE-T1 - T1 > delta (paper: delta = 0.1)."""
+    """Rough enhancing-tissue mask of the local loss: CE-T1 - T1 > delta (paper: delta = 0.1), an absolute
+    difference of equalized intensities (model-space units, :mod:`cesynth.intensity`)."""
     return (ce_t1 - t1) > delta
 
 

@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from . import intensity, similarity
 from .data import PatchSampler, StepBatches
 from .device import bf16_autocast, select_device
 from .io import atomic_output, remove_partial_writes, write_table
@@ -438,7 +439,7 @@ def evaluate_loss(model, sampler, loss_fn, batch_size, device, autocast=nullcont
     """Validation losses and brain PSNR of every held-out scan, the PSNR defined as the test metric's.
 
     Each scan is covered by non-overlapping windows of the training depth (the reference code's
-    tiling), predicted on whole slices and clipped to [0, 1] like a synthesis; ``val_psnr`` is the mean
+    tiling), predicted on whole slices and clipped to the model-space range like a synthesis (:mod:`cesynth.intensity`); ``val_psnr`` is the mean
     over scans of 10 log10(MAX_I^2 / MSE) over the scan's brain voxels with MAX_I = the target's maximum
     there (metrics.py, "paper" protocol). The test metric averages overlapping windows instead
     (``inference.stride``), so it can differ slightly.
@@ -457,12 +458,12 @@ def evaluate_loss(model, sampler, loss_fn, batch_size, device, autocast=nullcont
                 total[key] = total.get(key, 0.0) + value * len(x)
             count += len(x)
             if brain.any():  # a window between two parts of a brain may hold none of it
-                error = (pred.float().clamp(0, 1) - y)[brain]
+                error = (intensity.clip(pred.float()) - y)[brain]
                 squared += float((error.double() ** 2).sum())
                 n_brain += int(brain.sum())
                 max_i = max(max_i, float(y[brain].max()))
         if n_brain:
-            psnrs.append(10 * math.log10(max_i**2 / max(squared / n_brain, 1e-12)))
+            psnrs.append(similarity.psnr(max(squared / n_brain, 1e-12), max_i))
     result = {f"val_{k}": v / max(count, 1) for k, v in total.items()}
     result["val_psnr"] = float(np.mean(psnrs)) if psnrs else float("nan")
     return result
