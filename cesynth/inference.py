@@ -3,8 +3,8 @@
 ``tiling="window"`` (default): the models are trained on blocks of ``window`` consecutive axial
 slices; at inference every block position (stride ``stride``) is predicted and overlapping
 predictions are averaged, so each slice is synthesised from the same kind of context the model
-saw in training. ``stride=1`` (default) averages every overlapping window (MONAI-style
-aggregation); ``stride=window`` (``inference.stride: 3``) predicts non-overlapping windows
+saw in training. ``stride=1`` (config/paper.yaml; the function's default) averages every overlapping window
+(MONAI-style aggregation); ``stride=window`` (config.yaml's ``inference.stride: 3``) predicts non-overlapping windows
 without blending, as the reference code does (the last window is moved back to end at the last
 slice when the slice count is not a multiple of ``window``). Windows are batched
 (``batch_size``) and only one batch lives on the device at a time, so memory does not grow with
@@ -108,14 +108,26 @@ def slab_inference(model, volume: np.ndarray, slab: int, halo: int, device="cpu"
     return out
 
 
+# receptive_field is clipped to its probe patch, so the probe grows (depth 2d + 1) until the field fits inside it
+# (built-in 3D nets: unet3d's field of 63 slices at the second probe, hrfcn3d's 81 at the third). A field wider
+# than the last probe (33 doubled four times: more slices than an MRI volume has) is global context, which no
+# slab halo can bound.
+FIRST_PROBE_DEPTH, LAST_PROBE_DEPTH = 33, 543
+
+
 def slice_halo(model) -> int:
-    """Slices of input on either side that can influence an output slice (0 for the 2D nets)."""
-    depth = 33
-    while True:  # receptive_field is clipped to the patch: grow it until the field fits
+    """Slices of input on either side that can influence an output slice (0 for the 2D nets).
+
+    Raises ValueError for a model whose field along the slice axis is not bounded (global context)."""
+    depth = FIRST_PROBE_DEPTH
+    while depth <= LAST_PROBE_DEPTH:
         extent = receptive_field(model, (depth, model.size_divisor, model.size_divisor), model.n_inputs)[0]
         if extent < depth:
             return (extent - 1) // 2
         depth = 2 * depth + 1
+    raise ValueError(f"{model.architecture}: its receptive field spans more than {LAST_PROBE_DEPTH} slices (global "
+                     "context?), so no halo makes slabs equal to one whole-volume pass; use inference.tiling: "
+                     "window")
 
 
 def predict_volume(model, window: int, inputs: np.ndarray, settings: dict, device="cpu", amp=False, halo=None):

@@ -117,7 +117,8 @@ class SynthesisLoss(torch.nn.Module):
 
     ``ssim="ssim"`` uses single-scale SSIM (paper text); ``"ms-ssim"`` uses the
     TF multi-scale SSIM of the reference code. The local term is
-    ``sum |pred - target| * M`` divided by all voxels (``local_norm="all"``, as the
+    ``sum |pred - target| * M`` divided by all voxels (``local_norm="all"``, the default as in config.yaml
+    and config/paper.yaml; as the
     MAE term: the paper writes both as plain L1 norms and the reference code divides
     both by all voxels, so lambda3/lambda1 means what it means in the paper) or by the
     number of mask voxels (``"mask"``, clamped to >= 1: the local term becomes a mean
@@ -131,7 +132,7 @@ class SynthesisLoss(torch.nn.Module):
     eye and to any metric that windows each image by its own percentiles (BraSyn's).
     """
 
-    def __init__(self, lambdas=(1.0, 1.0, 1.0), ssim="ssim", local_norm="mask", pixel="mae", histogram=0.0):
+    def __init__(self, lambdas=(1.0, 1.0, 1.0), ssim="ssim", local_norm="all", pixel="mae", histogram=0.0):
         super().__init__()
         if ssim not in SSIM_KINDS:
             raise ValueError(f"ssim must be one of {tuple(SSIM_KINDS)}, got {ssim!r}")

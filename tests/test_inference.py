@@ -5,7 +5,7 @@ import torch
 
 from cesynth.inference import InferenceSettings, cpu_fast, slab_inference, slice_halo, sliding_window, synthesize_scan
 from cesynth.io import Stack
-from cesynth.models import build_model
+from cesynth.models import ARCHITECTURES, SynthesisNet, build_model
 from cesynth.training import StageJob, train_stage
 from cesynth.weights import load_weights, save_weights
 from test_training import SPEC, settings
@@ -115,3 +115,20 @@ def test_cpu_bf16_inference_of_a_trained_model_stays_close_to_float32(stacks, tm
     assert error.mean() < 0.003 and error.max() < 0.05
     assert np.abs(bf16[brain] - target).mean() == pytest.approx(np.abs(float32[brain] - target).mean(), abs=0.01)
 
+
+class GlobalContext(SynthesisNet):
+    """A toy net whose every output voxel sees the mean over all slices: no finite halo holds its field."""
+    architecture = "toy_global"
+
+    def __init__(self, n_inputs, width=1.0, output="direct"):
+        super().__init__(n_inputs, output)
+        self.conv = torch.nn.Conv3d(n_inputs, 1, 1)
+
+    def _forward(self, x):
+        return self.conv(x + x.mean(dim=2, keepdim=True))
+
+
+def test_the_halo_of_a_model_with_global_context_is_refused(monkeypatch):
+    monkeypatch.setitem(ARCHITECTURES, "toy_global", GlobalContext)
+    with pytest.raises(ValueError, match="toy_global: its receptive field spans more than 543 slices"):
+        slice_halo(GlobalContext(1))
