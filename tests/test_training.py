@@ -83,8 +83,16 @@ def test_sigterm_saves_checkpoint_and_resume_matches_uninterrupted_run(stacks, t
 def test_changed_configuration_does_not_resume_stale_checkpoint(stacks, tmp_path):
     torch.set_num_threads(1)
     run(stacks, tmp_path, epochs=1, steps=2)
-    run(stacks, tmp_path, epochs=1, steps=2, lr=1e-4)  # same checkpoint dir, other learning rate
-    assert list((tmp_path / "ckpt").glob("stale-*.pt")), "the old checkpoint must be kept aside, not resumed"
+    old = weights(tmp_path / "w.pt")
+    # Same checkpoint dir, other learning rate: resuming would find epoch 1 done and keep the old weights.
+    history = run(stacks, tmp_path, epochs=1, steps=2, lr=1e-4)
+    [stale] = (tmp_path / "ckpt").glob("stale-*.pt")
+    assert_same_weights(torch.load(stale)["model"], old)  # the old checkpoint, kept aside
+    # ...and training restarted from step 0: the same weights and history as a fresh run at the new rate
+    run(stacks, tmp_path / "fresh", epochs=1, steps=2, lr=1e-4)
+    assert_same_weights(weights(tmp_path / "w.pt"), weights(tmp_path / "fresh" / "w.pt"))
+    assert [row["epoch"] for row in history] == [1] and history[0]["lr"] == 1e-4
+    assert any(not torch.equal(old[k], v) for k, v in weights(tmp_path / "w.pt").items())
 
 
 def test_the_trainer_is_chosen_by_name_and_sets_its_state_in_init(stacks, tmp_path):
