@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 
 from cesynth.demo import write_cohort  # noqa: E402
 from cesynth.preprocessing import preprocess_scan  # noqa: E402
-from cesynth.registration import mutual_information, register_to_reference  # noqa: E402
-from cesynth.skullstrip import brain_mask  # noqa: E402
+from cesynth.registration import RegistrationSettings, mutual_information, register_to_reference  # noqa: E402
+from cesynth.skullstrip import SkullStripSettings, brain_mask  # noqa: E402
 
 TCGA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tcga-fg-6692"  # the sibling shared/ folder
 PAPER_SHAPE = (192, 256, 192)
@@ -66,7 +66,8 @@ def _register_all(case, ref, moving: dict, work: Path, brain=None, true=None):
     for mod, path in moving.items():
         for method, kw in METHODS.items():
             t0 = time.perf_counter()
-            res = register_to_reference(path, ref, work / f"{mod}.nii.gz", work / f"{mod}.mat", **kw)
+            res = register_to_reference(path, ref, work / f"{mod}.nii.gz", work / f"{mod}.mat",
+                                        RegistrationSettings(**kw))
             row = dict(case=case, step=f"register {mod}", method=method, seconds=time.perf_counter() - t0,
                        mi_before=res["mutual_information_before"], mi_after=res["mutual_information_after"])
             if true is not None:
@@ -88,7 +89,7 @@ def _register_all(case, ref, moving: dict, work: Path, brain=None, true=None):
 
 def _strip_and_resample(case, ref, registered: dict, work: Path):
     t0 = time.perf_counter()
-    brain_mask(ref, work / "mask.nii.gz", backend="python")
+    brain_mask(ref, work / "mask.nii.gz", SkullStripSettings(backend="python"))
     rows = [dict(case=case, step="skull strip", method="python BET + refinement", seconds=time.perf_counter() - t0)]
     t0 = time.perf_counter()
     preprocess_scan(ref, registered, work / "mask.nii.gz",

@@ -313,8 +313,6 @@ def child_infer(mode: str, slices: int, batch_size: int = 1, architecture: str =
 
 
 def bench_inference(tmp: Path, quick: bool):
-    import torch
-
     from cesynth.inference import slice_halo
     from cesynth.models import build_model
 
@@ -368,16 +366,23 @@ def bench_inference(tmp: Path, quick: bool):
                      f"extrapolated: {computed} slices computed"),
                  row("inference", f"hrfcn3d exact slabs of {slab}: peak RSS", memory(slab + 2 * halo), "GB", None, "",
                      "extrapolated (as one pass)")]
-    if torch.cuda.is_available():
-        for architecture, (windows, _, _) in timings.items():
-            stride = 1 if windows == n_z - PATCH[0] + 1 else PATCH[0]
-            result, _, _ = run_child("child_infer", mode="window", slices=n_z, batch_size=batch,
-                                     architecture=architecture, device="cuda")
-            rows.append(row("inference", f"{architecture}: CUDA bf16, sliding window, batch {batch}, whole volume",
-                            result["seconds"], "s", None, "", f"measured; peak {result['cuda_peak_gb']:.1f} GB "
-                            f"allocated; stride {stride}"))
-    else:
-        rows.append(row("inference", "CUDA", "not measured", "", None, "", "no GPU on this machine"))
+    return rows + _cuda_inference_rows(timings, batch, n_z)
+
+
+def _cuda_inference_rows(timings: dict, batch: int, n_z: int) -> list:
+    """Whole-volume sliding-window inference of every model on the GPU (bf16), measured, not extrapolated."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return [row("inference", "CUDA", "not measured", "", None, "", "no GPU on this machine")]
+    rows = []
+    for architecture, (windows, _, _) in timings.items():
+        stride = 1 if windows == n_z - PATCH[0] + 1 else PATCH[0]
+        result, _, _ = run_child("child_infer", mode="window", slices=n_z, batch_size=batch,
+                                 architecture=architecture, device="cuda")
+        rows.append(row("inference", f"{architecture}: CUDA bf16, sliding window, batch {batch}, whole volume",
+                        result["seconds"], "s", None, "", f"measured; peak {result['cuda_peak_gb']:.1f} GB "
+                        f"allocated; stride {stride}"))
     return rows
 
 
@@ -440,7 +445,7 @@ def child_train(stacks, architecture, width, steps, device, channels_last=False,
     """Seconds per train_stage step (after the first, which includes warm-up and compilation)."""
     import torch
 
-    from cesynth.training import train_stage
+    from cesynth.training import StageJob, train_stage
 
     _threads()
     stamps = []
@@ -449,10 +454,10 @@ def child_train(stacks, architecture, width, steps, device, channels_last=False,
                 "channels_last": channels_last, "compile": compile}
     out = Path(tempfile.mkdtemp(prefix="train-"))
     stamps.append(time.perf_counter())
-    train_stage(train_stacks=stacks, val_stacks=[], model_spec={"architecture": architecture, "inputs": INPUTS,
-                "width": width}, stage={"lambdas": [1, 1, 1], "lr": 1e-4, "epochs": 1}, training=training,
-                weights_out=out / "w.pt", history_out=out / "h.tsv", checkpoint_dir=out / "ckpt", device=device,
-                log=lambda *_: None, on_step=lambda *_: stamps.append(time.perf_counter()))
+    job = StageJob(train_stacks=stacks, val_stacks=[], model_spec={"architecture": architecture, "inputs": INPUTS,
+                   "width": width}, stage={"lambdas": [1, 1, 1], "lr": 1e-4, "epochs": 1}, training=training,
+                   weights_out=out / "w.pt", history_out=out / "h.tsv", checkpoint_dir=out / "ckpt", device=device)
+    train_stage(job, log=lambda *_: None, on_step=lambda *_: stamps.append(time.perf_counter()))
     shutil.rmtree(out)
     result = {"first": stamps[1] - stamps[0], "step": float(np.median(np.diff(stamps[1:])))}
     if device == "cuda":

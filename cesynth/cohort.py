@@ -16,10 +16,15 @@ from . import bids, demo
 from .validate import SCAN_OPTIONS, InputError, Problem
 
 SETS = ("train", "val", "test_A", "B")  # val: held out of training and of the tests (validation curves only)
+# input.source and split.validation choices (config/schema.yaml's enums are tested against these)
+SOURCES = ("demo", "samplesheet", "bids", "ucsf_pdgm", "brats")
+VALIDATION = ("test_A", "val", "none")
 
 
 def load_samples(input_cfg: dict, demo_cfg: dict, demo_dir) -> pd.DataFrame:
     """The sample table: patient, scan, one path column per modality, tumour_mask ('' when none)."""
+    if input_cfg["source"] not in SOURCES:
+        raise ValueError(f"input source must be one of {SOURCES}, got {input_cfg['source']!r}")
     if input_cfg["source"] == "demo":
         return demo.scan_table(demo_cfg, demo_dir)
     if input_cfg["source"] == "bids":
@@ -97,6 +102,8 @@ def check_split(split: pd.DataFrame, table: pd.DataFrame) -> list[Problem]:
 
 def validation_scans(split: pd.DataFrame, validation: str) -> list[str]:
     """Scans behind the validation curves (``split.validation``); 'val' without such scans is refused."""
+    if validation not in VALIDATION:
+        raise ValueError(f"split.validation must be one of {VALIDATION}, got {validation!r}")
     if validation == "none":
         return []
     scans = list(split.scan[split.set == validation])

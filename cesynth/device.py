@@ -7,6 +7,9 @@ from contextlib import nullcontext
 import torch
 
 
+DEVICES = ("auto", "cpu", "cuda")  # training.device; an explicit torch device ("cuda:1") works here too
+
+
 def select_device(requested="auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

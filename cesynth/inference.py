@@ -3,8 +3,8 @@
 ``tiling="window"`` (default): the models are trained on blocks of ``window`` consecutive axial
 slices; at inference every block position (stride ``stride``) is predicted and overlapping
 predictions are averaged, so each slice is synthesised from the same kind of context the model
-saw in training. ``stride=1`` (default) averages every overlapping window (MONAI-style
-aggregation); ``stride=window`` (``inference.stride: 3``) predicts non-overlapping windows
+saw in training. ``stride=1`` (config/paper.yaml; the function's default) averages every overlapping window
+(MONAI-style aggregation); ``stride=window`` (config.yaml's ``inference.stride: 3``) predicts non-overlapping windows
 without blending, as the reference code does (the last window is moved back to end at the last
 slice when the slice count is not a multiple of ``window``). Windows are batched
 (``batch_size``) and only one batch lives on the device at a time, so memory does not grow with
@@ -19,15 +19,19 @@ gives exactly the whole-volume prediction (up to float rounding) with bounded me
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from . import intensity
 from .io import Stack, save_nifti
 from .models import receptive_field
 from .device import bf16_autocast, select_device
 from .weights import load_weights
+
+TILINGS = ("window", "slab")
 
 
 def cpu_fast(model: torch.nn.Module) -> torch.nn.Module:
@@ -104,14 +108,26 @@ def slab_inference(model, volume: np.ndarray, slab: int, halo: int, device="cpu"
     return out
 
 
+# receptive_field is clipped to its probe patch, so the probe grows (depth 2d + 1) until the field fits inside it
+# (built-in 3D nets: unet3d's field of 63 slices at the second probe, hrfcn3d's 81 at the third). A field wider
+# than the last probe (33 doubled four times: more slices than an MRI volume has) is global context, which no
+# slab halo can bound.
+FIRST_PROBE_DEPTH, LAST_PROBE_DEPTH = 33, 543
+
+
 def slice_halo(model) -> int:
-    """Slices of input on either side that can influence an output slice (0 for the 2D nets)."""
-    depth = 33
-    while True:  # receptive_field is clipped to the patch: grow it until the field fits
+    """Slices of input on either side that can influence an output slice (0 for the 2D nets).
+
+    Raises ValueError for a model whose field along the slice axis is not bounded (global context)."""
+    depth = FIRST_PROBE_DEPTH
+    while depth <= LAST_PROBE_DEPTH:
         extent = receptive_field(model, (depth, model.size_divisor, model.size_divisor), model.n_inputs)[0]
         if extent < depth:
             return (extent - 1) // 2
         depth = 2 * depth + 1
+    raise ValueError(f"{model.architecture}: its receptive field spans more than {LAST_PROBE_DEPTH} slices (global "
+                     "context?), so no halo makes slabs equal to one whole-volume pass; use inference.tiling: "
+                     "window")
 
 
 def predict_volume(model, window: int, inputs: np.ndarray, settings: dict, device="cpu", amp=False, halo=None):
@@ -128,38 +144,51 @@ def predict_volume(model, window: int, inputs: np.ndarray, settings: dict, devic
     if tiling == "slab":
         return slab_inference(model, inputs, settings.get("slab", 0), slice_halo(model) if halo is None else halo,
                               device, amp, cpu_bf16)
-    raise ValueError(f"inference tiling must be 'window' or 'slab', got {tiling!r}")
+    raise ValueError(f"inference tiling must be one of {TILINGS}, got {tiling!r}")
 
 
-def synthesize_scan(model, payload, stack_path, out_path, stride=1, batch_size=4, device="cpu", amp=False,
-                    tiling="window", slab=0, halo=None, cpu_bf16=False):
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a volume is tiled and where it runs: the ``inference`` config section with the model's ``device`` and
+    ``amp`` (:func:`cesynth.study.inference_settings`). The defaults are the plainest run: every overlapping
+    window averaged, on the CPU in float32."""
+    stride: int = 1
+    batch_size: int = 4
+    tiling: str = "window"
+    slab: int = 0
+    cpu_bf16: bool = False
+    device: str = "cpu"
+    amp: bool = False
+
+
+def synthesize_scan(model, payload, stack_path, out_path, settings: InferenceSettings = InferenceSettings(),
+                    halo=None):
     """Write the synthetic CE-T1 of one preprocessed scan as NIfTI in model space.
 
-    Background (outside the brain mask) is 0 and values are clipped to [0, 1], like the targets.
-    ``tiling``: "window" (averaged training-size windows) or "slab" (exact; ``halo`` defaults to
+    Background (outside the brain mask) is 0 and values are clipped to the model-space range [0, 1] of the targets
+    (:mod:`cesynth.intensity`).
+    ``settings.tiling``: "window" (averaged training-size windows) or "slab" (exact; ``halo`` defaults to
     :func:`slice_halo`).
     """
     stack = Stack(stack_path)
     inputs = np.ascontiguousarray(stack.get(payload["model_spec"]["inputs"]))
-    settings = {"stride": stride, "batch_size": batch_size, "tiling": tiling, "slab": slab, "cpu_bf16": cpu_bf16}
-    pred = predict_volume(model, payload["patch"][0], inputs, settings, device, amp, halo)
-    pred = np.clip(pred, 0, 1) * (stack["brain_mask"] > 0)
+    pred = predict_volume(model, payload["patch"][0], inputs, asdict(settings), select_device(settings.device),
+                          settings.amp, halo)
+    pred = intensity.clip(pred) * (stack["brain_mask"] > 0)
     spec = payload["model_spec"]
     save_nifti(stack.to_xyz(pred), stack.affine, out_path,
                description=f"SYNTHETIC CE-T1 (cesynth {spec['architecture']}), not acquired")
     return pred
 
 
-def synthesize_all(weights, stack_paths, out_paths, stride=1, batch_size=4, device="auto", amp=True,
-                   tiling="window", slab=0, cpu_bf16=False):
-    device = select_device(device)
+def synthesize_all(weights, stack_paths, out_paths, settings: InferenceSettings):
+    device = select_device(settings.device)
     model, payload = load_weights(weights, device)
-    if cpu_bf16 and device.type == "cpu":
+    if settings.cpu_bf16 and device.type == "cpu":
         model = cpu_fast(model)
-    halo = slice_halo(model) if tiling == "slab" else None
+    halo = slice_halo(model) if settings.tiling == "slab" else None
     for stack_path, out_path in zip(stack_paths, out_paths):
-        synthesize_scan(model, payload, stack_path, out_path, stride, batch_size, device, amp, tiling, slab, halo,
-                        cpu_bf16)
+        synthesize_scan(model, payload, stack_path, out_path, settings, halo)
 
 
 def write_identity(stack_paths, out_paths, channel="t1"):

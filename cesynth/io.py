@@ -18,6 +18,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from . import intensity
+
 
 def _temporary_name(path: Path) -> tuple[str, str]:
     """(prefix, suffix) of the temporary files of :func:`atomic_output` for ``path``."""
@@ -130,6 +132,7 @@ def write_table(df, path, sep="\t"):
 def save_stack(stack: np.ndarray, channels: list[str], affine: np.ndarray, npy_path, json_path, extra=None):
     if stack.shape[0] != len(channels):
         raise ValueError(f"{len(channels)} channel names for a stack of {stack.shape[0]} channels")
+    intensity.check_stack(stack, channels, npy_path)
     with atomic_output(npy_path) as tmp:
         np.save(tmp, np.ascontiguousarray(stack, dtype=np.float32))
     write_json({"channels": channels, "affine": affine, "shape_xyz": list(stack.shape[:0:-1]), **(extra or {})},
@@ -137,7 +140,8 @@ def save_stack(stack: np.ndarray, channels: list[str], affine: np.ndarray, npy_p
 
 
 class Stack:
-    """A preprocessed scan: channels by name, memory-mapped, with the model-space affine.
+    """A preprocessed scan: channels by name, memory-mapped, with the model-space affine; every channel in the
+    model-space range (:mod:`cesynth.intensity`, checked on opening).
 
     Arrays are (Z, Y, X): axial slices first, which is the layout the models consume.
     """
@@ -150,6 +154,7 @@ class Stack:
         self.affine = np.asarray(meta["affine"], dtype=float)
         self.meta = meta
         self.data = np.load(self.npy_path, mmap_mode="r")
+        intensity.check_stack(self.data, self.channels, self.npy_path)
 
     def __getitem__(self, name) -> np.ndarray:
         if name not in self.channels:

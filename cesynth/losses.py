@@ -19,8 +19,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .intensity import DATA_RANGE
+from .similarity import K1, K2, SIGMA, WINDOW, ssim_maps
+
 # TF ssim_multiscale power factors (Wang et al. 2003).
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+LOCAL_NORMS = ("mask", "all")  # training.local_norm
+PIXEL_LOSSES = ("mae", "mse")  # training.pixel_loss
 
 
 def _to_slices(x: torch.Tensor) -> torch.Tensor:
@@ -31,37 +36,16 @@ def _to_slices(x: torch.Tensor) -> torch.Tensor:
     return x.float().permute(0, 2, 1, 3, 4).reshape(b * d, 1, h, w)
 
 
-def _gaussian_1d(window: int, sigma: float, device) -> torch.Tensor:
-    coords = torch.arange(window, dtype=torch.float32, device=device) - (window - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
 def _ssim_cs(x, y, data_range, window, sigma, k1, k2):
-    """Per-image mean SSIM and mean contrast-structure term, 'valid' filtering.
+    """Per-image mean SSIM and mean contrast-structure term (:func:`cesynth.similarity.ssim_maps`).
 
     x, y: (N, 1, H, W) float32. Returns two (N,) tensors.
     """
-    if min(x.shape[-2:]) < window:
-        raise ValueError(f"slice {tuple(x.shape[-2:])} smaller than SSIM window {window}")
-    g = _gaussian_1d(window, sigma, x.device)
-    # Separable Gaussian: one pass along W then one along H.
-    gw, gh = g.view(1, 1, 1, window), g.view(1, 1, window, 1)
-
-    def filt(t):
-        return F.conv2d(F.conv2d(t, gw), gh)
-
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    mu_x, mu_y = filt(x), filt(y)
-    var_x = filt(x * x) - mu_x**2
-    var_y = filt(y * y) - mu_y**2
-    cov = filt(x * y) - mu_x * mu_y
-    luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
-    cs = (2 * cov + c2) / (var_x + var_y + c2)
-    return (luminance * cs).mean(dim=(1, 2, 3)), cs.mean(dim=(1, 2, 3))
+    ssim, cs = ssim_maps(x, y, data_range, window, sigma, k1, k2)
+    return ssim.mean(dim=(1, 2, 3)), cs.mean(dim=(1, 2, 3))
 
 
-def ssim_slices(pred, target, data_range=1.0, window=11, sigma=1.5, k1=0.01, k2=0.03):
+def ssim_slices(pred, target, data_range=DATA_RANGE, window=WINDOW, sigma=SIGMA, k1=K1, k2=K2):
     """Mean SSIM over all B*D axial slices (Gaussian window, 'valid' border)."""
     with torch.autocast(device_type=pred.device.type, enabled=False):
         ssim, _ = _ssim_cs(_to_slices(pred), _to_slices(target), data_range, window, sigma, k1, k2)
@@ -71,11 +55,11 @@ def ssim_slices(pred, target, data_range=1.0, window=11, sigma=1.5, k1=0.01, k2=
 def ms_ssim_slices(
     pred,
     target,
-    data_range=1.0,
-    window=11,
-    sigma=1.5,
-    k1=0.01,
-    k2=0.03,
+    data_range=DATA_RANGE,
+    window=WINDOW,
+    sigma=SIGMA,
+    k1=K1,
+    k2=K2,
     weights=MS_SSIM_WEIGHTS,
 ):
     """Mean multi-scale SSIM over all B*D slices, following tf.image.ssim_multiscale.
@@ -116,6 +100,9 @@ def ms_ssim_slices(
         return powered.prod(dim=-1).mean()
 
 
+SSIM_KINDS = {"ssim": ssim_slices, "ms-ssim": ms_ssim_slices}  # training.ssim
+
+
 def histogram_distance(pred, target) -> torch.Tensor:
     """Mean over patches of the L1 distance between the sorted voxel values of prediction and target.
 
@@ -130,7 +117,8 @@ class SynthesisLoss(torch.nn.Module):
 
     ``ssim="ssim"`` uses single-scale SSIM (paper text); ``"ms-ssim"`` uses the
     TF multi-scale SSIM of the reference code. The local term is
-    ``sum |pred - target| * M`` divided by all voxels (``local_norm="all"``, as the
+    ``sum |pred - target| * M`` divided by all voxels (``local_norm="all"``, the default as in config.yaml
+    and config/paper.yaml; as the
     MAE term: the paper writes both as plain L1 norms and the reference code divides
     both by all voxels, so lambda3/lambda1 means what it means in the paper) or by the
     number of mask voxels (``"mask"``, clamped to >= 1: the local term becomes a mean
@@ -144,16 +132,16 @@ class SynthesisLoss(torch.nn.Module):
     eye and to any metric that windows each image by its own percentiles (BraSyn's).
     """
 
-    def __init__(self, lambdas=(1.0, 1.0, 1.0), ssim="ssim", local_norm="mask", pixel="mae", histogram=0.0):
+    def __init__(self, lambdas=(1.0, 1.0, 1.0), ssim="ssim", local_norm="all", pixel="mae", histogram=0.0):
         super().__init__()
-        if ssim not in ("ssim", "ms-ssim"):
-            raise ValueError(f"ssim must be 'ssim' or 'ms-ssim', got {ssim!r}")
-        if local_norm not in ("mask", "all"):
-            raise ValueError(f"local_norm must be 'mask' or 'all', got {local_norm!r}")
-        if pixel not in ("mae", "mse"):
-            raise ValueError(f"pixel loss must be 'mae' or 'mse', got {pixel!r}")
+        if ssim not in SSIM_KINDS:
+            raise ValueError(f"ssim must be one of {tuple(SSIM_KINDS)}, got {ssim!r}")
+        if local_norm not in LOCAL_NORMS:
+            raise ValueError(f"local_norm must be one of {LOCAL_NORMS}, got {local_norm!r}")
+        if pixel not in PIXEL_LOSSES:
+            raise ValueError(f"pixel loss must be one of {PIXEL_LOSSES}, got {pixel!r}")
         self.lambdas = tuple(float(v) for v in lambdas)
-        self.ssim_fn = ssim_slices if ssim == "ssim" else ms_ssim_slices
+        self.ssim_fn = SSIM_KINDS[ssim]
         self.local_norm = local_norm
         self.pixel = pixel
         self.histogram = float(histogram)

@@ -1,8 +1,8 @@
 """Evaluation metrics for synthetic CE-T1 (Chen et al., section IV-A).
 
 Volumes are 3-D numpy arrays (X, Y, Z) with axial slices on the LAST axis;
-intensities are expected in [0, 1]. Region masks are boolean arrays of the
-same shape.
+intensities are in the model-space range [0, 1] (:mod:`cesynth.intensity`). Region masks are boolean arrays
+of the same shape.
 
 Protocols (``PROTOCOLS``):
 
@@ -38,24 +38,28 @@ the ground-truth enhancement mask is empty.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy.ndimage import gaussian_filter
 from skimage.metrics import structural_similarity
 
+from . import similarity
+from .intensity import DATA_RANGE, HIGH
+from .similarity import RADIUS
 from .io import Stack
 
 PROTOCOLS = ("paper", "reference")
-REFERENCE_MAX_I = 1.0
+REFERENCE_MAX_I = HIGH  # the reference code's peak: the top of the model-space range
 BRASYN_PERCENTILES = (0.5, 99.5)
 # Enhancement that counts: 30% of normal brain above the T1. The real CE-T1 of the BraTS 2018 cases then
 # matches its ET label with Dice 0.6-0.9 inside the tumour at 2.5 mm (0.2 and 0.4 give about the same).
 ET_ENHANCEMENT = 0.3
 
-# Paper SSIM: sigma 1.5 truncated at 3.5 sigma -> 11x11 window, as skimage does.
-_SIGMA, _TRUNCATE, _K1, _K2 = 1.5, 3.5, 0.01, 0.03
-_PAD = int(_TRUNCATE * _SIGMA + 0.5)
+# Paper SSIM: the 11x11 Gaussian window of cesynth.similarity (skimage's sigma 1.5 truncated at 3.5 sigma);
+# its map leaves out _PAD pixels at each slice border.
+_PAD = RADIUS
 
 
 def _check_protocol(protocol):
@@ -76,29 +80,19 @@ def psnr(gt, pred, mask, max_i) -> float:
     mask = np.asarray(mask, bool)
     if not mask.any():
         return float("nan")
-    mse = np.mean((gt[mask].astype(np.float64) - pred[mask]) ** 2)
-    with np.errstate(divide="ignore"):
-        return float(10 * np.log10(max_i**2 / mse))
+    return similarity.psnr(np.mean((gt[mask].astype(np.float64) - pred[mask]) ** 2), max_i)
 
 
-def _gaussian_ssim_map(x, y, data_range):
-    """Per-pixel SSIM map of two 2-D images (Wang et al. 2004, Gaussian window)."""
-    x, y = x.astype(np.float64), y.astype(np.float64)
-
-    def filt(a):
-        return gaussian_filter(a, _SIGMA, truncate=_TRUNCATE, mode="reflect")
-
-    c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
-    mu_x, mu_y = filt(x), filt(y)
-    var_x = filt(x * x) - mu_x**2
-    var_y = filt(y * y) - mu_y**2
-    cov = filt(x * y) - mu_x * mu_y
-    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    )
+def _interior(mask: np.ndarray) -> np.ndarray:
+    """The part of an (H, W, ...) mask that the 'valid' SSIM map covers, cropped to the map's shape."""
+    return mask[_PAD:-_PAD, _PAD:-_PAD]
 
 
-def ssim(gt, pred, mask=None, data_range=1.0, protocol="paper") -> float:
+def _has_interior(gt) -> bool:
+    return min(gt.shape[:2]) > 2 * _PAD
+
+
+def ssim(gt, pred, mask=None, data_range=DATA_RANGE, protocol="paper") -> float:
     """Mean SSIM over the axial slices that contain mask voxels.
 
     ``"paper"``: per slice, the Gaussian SSIM map is averaged over the mask
@@ -114,20 +108,18 @@ def ssim(gt, pred, mask=None, data_range=1.0, protocol="paper") -> float:
     """
     _check_protocol(protocol)
     mask = np.ones(gt.shape, bool) if mask is None else np.asarray(mask, bool)
-    values = []
-    for i in range(gt.shape[-1]):
-        m = mask[..., i]
-        if protocol == "reference":
-            if m.any():
-                values.append(
-                    structural_similarity(gt[..., i], pred[..., i], data_range=data_range)
-                )
-            continue
-        interior = np.zeros_like(m)
-        interior[_PAD:-_PAD, _PAD:-_PAD] = m[_PAD:-_PAD, _PAD:-_PAD]
-        if interior.any():
-            values.append(_gaussian_ssim_map(gt[..., i], pred[..., i], data_range)[interior].mean())
-    return float(np.mean(values)) if values else float("nan")
+    if protocol == "reference":
+        values = [structural_similarity(gt[..., i], pred[..., i], data_range=data_range)
+                  for i in range(gt.shape[-1]) if mask[..., i].any()]
+        return float(np.mean(values)) if values else float("nan")
+    if not _has_interior(gt):
+        return float("nan")
+    interior = _interior(mask)
+    slices = [i for i in range(gt.shape[-1]) if interior[..., i].any()]
+    if not slices:
+        return float("nan")
+    maps = similarity.ssim_map_slices(gt[..., slices], pred[..., slices], data_range)
+    return float(np.mean([maps[..., j][interior[..., i]].mean() for j, i in enumerate(slices)]))
 
 
 def brasyn_normalize(volume, brain) -> np.ndarray:
@@ -144,19 +136,16 @@ def ssim_region_means(gt, pred, regions: dict, data_range=1.0) -> dict:
 
     As :func:`ssim`, pixels within ``_PAD`` of a slice border are left out; an empty region gives NaN.
     """
-    sums = {name: 0.0 for name in regions}
-    counts = {name: 0 for name in regions}
-    interior = np.zeros(gt.shape[:2], bool)
-    interior[_PAD:-_PAD, _PAD:-_PAD] = True
-    for i in range(gt.shape[-1]):
-        if not any(region[..., i].any() for region in regions.values()):
-            continue
-        ssim_map = _gaussian_ssim_map(gt[..., i], pred[..., i], data_range)
-        for name, region in regions.items():
-            selected = region[..., i] & interior
-            sums[name] += float(ssim_map[selected].sum())
-            counts[name] += int(selected.sum())
-    return {name: sums[name] / counts[name] if counts[name] else float("nan") for name in regions}
+    interiors = {name: _interior(region) for name, region in regions.items()} if _has_interior(gt) else {}
+    slices = [i for i in range(gt.shape[-1]) if any(region[..., i].any() for region in interiors.values())]
+    if not slices:
+        return {name: float("nan") for name in regions}
+    maps = similarity.ssim_map_slices(gt[..., slices], pred[..., slices], data_range)
+    means = {}
+    for name, region in interiors.items():
+        selected = region[..., slices]
+        means[name] = float(maps[selected].sum()) / int(selected.sum()) if selected.any() else float("nan")
+    return means
 
 
 def brasyn_metrics(gt, pred, brain, tumour=None) -> dict:
@@ -194,7 +183,8 @@ def enhancing_tumour_metrics(gt, pred, t1, brain, tumour, enhancing, threshold=E
 
 
 def enhancement_dice(gt, pred, t1, mask, delta=0.1) -> dict:
-    """Overlap of enhancing voxels (CE-T1 - T1 > delta) within ``mask``.
+    """Overlap of enhancing voxels (CE-T1 - T1 > delta, an absolute difference in model-space units:
+    :mod:`cesynth.intensity`) within ``mask``.
 
     Returns ``dice`` (NaN if both masks are empty) and ``sensitivity``
     (fraction of true enhancing voxels also enhancing in pred; NaN if the
@@ -210,15 +200,33 @@ def enhancement_dice(gt, pred, t1, mask, delta=0.1) -> dict:
     return {"dice": float(dice), "sensitivity": float(sens)}
 
 
+@dataclass(frozen=True)
+class Region:
+    """What a region metric sees: truth, synthesis and T1 (X, Y, Z) of one scan, the region's boolean mask
+    (brain or tumour), the scan's PSNR peak ``max_i``, the SSIM ``protocol`` and the enhancement ``delta``."""
+    gt: np.ndarray
+    pred: np.ndarray
+    t1: np.ndarray
+    mask: np.ndarray
+    max_i: float
+    protocol: str
+    delta: float
+
+
+# Metrics of one region: name -> function(Region) -> float, reported as <name>_brain and <name>_tumour columns
+# of every metrics table (NaN for an empty region). A new metric is added here (docs/extending.md).
+REGION_METRICS = {
+    "mae": lambda r: mae(r.gt, r.pred, r.mask),
+    "psnr": lambda r: psnr(r.gt, r.pred, r.mask, r.max_i),
+    "ssim": lambda r: ssim(r.gt, r.pred, r.mask, data_range=DATA_RANGE, protocol=r.protocol),
+    "dice_enh": lambda r: enhancement_dice(r.gt, r.pred, r.t1, r.mask, r.delta)["dice"],
+    "sens_enh": lambda r: enhancement_dice(r.gt, r.pred, r.t1, r.mask, r.delta)["sensitivity"],
+}
+
+
 def _region_metrics(gt, pred, t1, region, max_i, protocol, delta):
-    enh = enhancement_dice(gt, pred, t1, region, delta)
-    return {
-        "mae": mae(gt, pred, region),
-        "psnr": psnr(gt, pred, region, max_i),
-        "ssim": ssim(gt, pred, region, data_range=1.0, protocol=protocol),
-        "dice_enh": enh["dice"],
-        "sens_enh": enh["sensitivity"],
-    }
+    r = Region(gt, pred, t1, np.asarray(region, bool), max_i, protocol, delta)
+    return {name: metric(r) for name, metric in REGION_METRICS.items()}
 
 
 def scan_metrics(gt, pred, t1, brain_mask, tumour_mask=None, protocol="paper", delta=0.1, et_mask=None) -> dict:

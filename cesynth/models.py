@@ -168,7 +168,7 @@ class SynthesisNet(nn.Module):
     architecture: str  # ARCHITECTURES key; model_summary rebuilds a 1-channel copy from it
     size_divisor: int = 1
     slicewise: bool = False  # True: each output slice depends on its own input slice only
-    # Output "direct": the sigmoid keeps the CE-T1 estimate in the [0,1] intensity range of the data.
+    # Output "direct": the sigmoid keeps the CE-T1 estimate in the model-space range [0, 1] (cesynth/intensity.py).
     direct_activation = staticmethod(torch.sigmoid)
 
     def __init__(self, n_inputs: int, output: str = "direct"):

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, replace
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from .cohort import load_samples as _load_sheet
-from .inference import cpu_fast, synthesize_scan
+from .inference import InferenceSettings, cpu_fast, synthesize_scan
 from . import dicom, modelcard, uncertainty
 from .io import Stack, save_nifti, sha256, write_json
 from .plots import prediction_panel
@@ -41,9 +42,14 @@ def not_configured(_wildcards=None):
     raise ValueError(NOT_CONFIGURED)
 
 
+DICOM_OUTPUT = ("auto", "always", "never")
+
+
 def wants_dicom(setting: str, t1_is_dicom: bool) -> bool:
     """Whether to write the synthesis as a DICOM series: ``predict.dicom_output`` auto (when the T1 came as
     DICOM), always or never."""
+    if setting not in DICOM_OUTPUT:
+        raise ValueError(f"predict.dicom_output must be one of {DICOM_OUTPUT}, got {setting!r}")
     return setting == "always" or setting == "auto" and t1_is_dicom
 
 
@@ -81,36 +87,48 @@ def check_preprocessing(weights, payload: dict, preprocessing: dict) -> None:
                          "training's settings (or retrain):\n" + "\n".join(f"  - {d}" for d in differences))
 
 
-def predict_scan(*, scan: str, model_name: str, model_spec: dict, weights, stack_path, t1_path, inputs: dict,
-                 settings: dict, preprocessing: dict, out: dict, stride=1, batch_size=4, device="auto", amp=True,
-                 cpu_bf16=False) -> dict:
+@dataclass(frozen=True)
+class Predictor:
+    """The model of ``snakemake predict``, the same for every patient of a run: its name and spec under
+    ``models``, its weights, the preprocessing record of this run's config (:func:`cesynth.study.preprocessing_record`,
+    checked against the weights') and how it runs."""
+    name: str
+    spec: dict
+    weights: str
+    preprocessing: dict
+    inference: InferenceSettings
+
+
+def predict_scan(predictor: Predictor, *, scan: str, stack_path, t1_path, inputs: dict, settings: dict,
+                 out: dict) -> dict:
     """Synthesize one patient's CE-T1 and write ``out``: synth (native T1 grid), synth_model, sidecar, panel, and,
     when ``out`` names them, its uncertainty map (uncertainty, uncertainty_model, uncertainty_sidecar;
     :mod:`cesynth.uncertainty`).
 
     ``settings`` (the configuration sections that shaped the result) goes into the sidecar verbatim;
-    ``preprocessing`` must equal what the weights were trained with (:func:`check_preprocessing`).
+    ``predictor.preprocessing`` must equal what the weights were trained with (:func:`check_preprocessing`).
     """
-    device = select_device(device)
+    model_name, model_spec, weights, inference = predictor.name, predictor.spec, predictor.weights, predictor.inference
+    device = select_device(inference.device)
     model, payload = load_weights(weights, device)
     if payload["model_spec"] != model_spec:
         raise ValueError(f"{weights}: weights are of model {payload['model_spec']}, but predict.model "
                          f"{model_name!r} is configured as {model_spec}")
-    check_preprocessing(weights, payload, preprocessing)
+    check_preprocessing(weights, payload, predictor.preprocessing)
     card = modelcard.read_card(weights)
-    if cpu_bf16 and device.type == "cpu":
+    if inference.cpu_bf16 and device.type == "cpu":
         model = cpu_fast(model)
-    pred = synthesize_scan(model, payload, stack_path, out["synth_model"], stride, batch_size, device, amp,
-                           cpu_bf16=cpu_bf16)
+    # window tiling whatever inference.tiling says: the uncertainty map's views move the windows of this tiling
+    pred = synthesize_scan(model, payload, stack_path, out["synth_model"], replace(inference, tiling="window"))
     stack = Stack(stack_path)
     native, native_affine = to_native(stack.to_xyz(pred), stack.affine, t1_path)
     description = f"SYNTHETIC CE-T1 (cesynth {model_name}), not acquired"
     save_nifti(native, native_affine, out["synth"], description=description)
     digest, spread = sha256(weights), None
     if "uncertainty" in out.keys():  # the map beside it, with the synthesis's own tiling (docs/uncertainty.md)
-        tta = {"inference": {"stride": stride, "batch_size": batch_size, "cpu_bf16": cpu_bf16},
-               "uncertainty": settings["uncertainty"]}
-        spread = uncertainty.scan_map(model, payload, stack, pred, tta, device, amp)
+        tta = {"inference": {"stride": inference.stride, "batch_size": inference.batch_size,
+                             "cpu_bf16": inference.cpu_bf16}, "uncertainty": settings["uncertainty"]}
+        spread = uncertainty.scan_map(model, payload, stack, pred, tta, device, inference.amp)
         spread_xyz = stack.to_xyz(spread)
         uncertainty.write_prediction_map(spread_xyz, stack.affine, to_native(spread_xyz, stack.affine, t1_path)[0],
                                          native_affine, out, {"model": model_name, "weights_sha256": digest,

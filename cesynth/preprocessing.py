@@ -27,7 +27,6 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-EQUALIZATION_METHODS = ("histogram", "percentile", "median", "none")
 # ``median``: the window's top in brain medians. Contrast changes a few percent of the brain, so the
 # median of a CE-T1 lies in the same tissue as its T1's and both share one scale in every scan, however
 # much of it enhances (a percentile window ends in the enhancing voxels when there are enough of
@@ -65,26 +64,39 @@ def resize(volume: np.ndarray, affine: np.ndarray, shape, order=1, antialias=Fal
     return out.astype(np.float32), new_affine
 
 
+def _histogram(values: np.ndarray) -> np.ndarray:
+    """Rank of each value among brain voxels = empirical CDF; ties share the upper rank."""
+    return np.searchsorted(np.sort(values), values, side="right") / values.size
+
+
+def _percentile(values: np.ndarray) -> np.ndarray:
+    low, high = np.percentile(values, [0.5, 99.5])
+    return np.clip((values - low) / max(high - low, 1e-8), 0, 1)
+
+
+def _median(values: np.ndarray) -> np.ndarray:
+    return np.clip(values / max(MEDIAN_WINDOW * float(np.median(values)), 1e-8), 0, 1)
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    low, high = values.min(), values.max()
+    return (values - low) / max(high - low, 1e-8)
+
+
+# preprocess.equalization -> function(brain voxel values) -> the same voxels in the model-space range [0, 1]
+# (cesynth/intensity.py). config/schema.yaml's enum is tested against these keys; a new normalisation is
+# added here and there (docs/extending.md).
+EQUALIZATION_METHODS = {"histogram": _histogram, "percentile": _percentile, "median": _median, "none": _min_max}
+
+
 def equalize(volume: np.ndarray, mask: np.ndarray, method="histogram") -> np.ndarray:
     """Map brain voxels to [0, 1] with the chosen method; background becomes 0."""
+    if method not in EQUALIZATION_METHODS:
+        raise ValueError(f"unknown equalization {method!r}; choose one of {tuple(EQUALIZATION_METHODS)}")
     values = volume[mask]
     out = np.zeros_like(volume, dtype=np.float32)
-    if values.size == 0:
-        return out
-    if method == "histogram":
-        # Rank of each value among brain voxels = empirical CDF; ties share the upper rank.
-        sorted_values = np.sort(values)
-        out[mask] = np.searchsorted(sorted_values, values, side="right") / values.size
-    elif method == "percentile":
-        low, high = np.percentile(values, [0.5, 99.5])
-        out[mask] = np.clip((values - low) / max(high - low, 1e-8), 0, 1)
-    elif method == "median":
-        out[mask] = np.clip(values / max(MEDIAN_WINDOW * float(np.median(values)), 1e-8), 0, 1)
-    elif method == "none":
-        low, high = values.min(), values.max()
-        out[mask] = (values - low) / max(high - low, 1e-8)
-    else:
-        raise ValueError(f"unknown equalization {method!r}; choose one of {EQUALIZATION_METHODS}")
+    if values.size:
+        out[mask] = EQUALIZATION_METHODS[method](values)
     return out
 
 
@@ -99,7 +111,8 @@ def coverage_problem(volume: np.ndarray, brain: np.ndarray) -> str | None:
 
 
 def enhancement_mask(ce_t1: np.ndarray, t1: np.ndarray, delta: float) -> np.ndarray:
-    """Rough enhancing-tissue mask of the local loss: CE-T1 - T1 > delta (paper: delta = 0.1)."""
+    """Rough enhancing-tissue mask of the local loss: CE-T1 - T1 > delta (paper: delta = 0.1), an absolute
+    difference of equalized intensities (model-space units, :mod:`cesynth.intensity`)."""
     return (ce_t1 - t1) > delta
 
 

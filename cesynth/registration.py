@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 # the most common job on BraTS-form cohorts) should not pay.
 
 _TRANSFORMS = {"rigid": ("Rigid",), "affine": ("Rigid", "Affine")}
+TRANSFORMS = (*_TRANSFORMS, "none")  # "none": inputs already on the reference grid (checked, copied)
 
 # Multi-resolution schedule (shared by every linear stage). Shrink factors are
 # capped by ITK per axis, so the 26-slice clinical volumes still get >= 3 slices
@@ -86,19 +88,21 @@ def _set_threads(threads: int) -> None:
 BACKENDS = ("antspyx", "ants-cli")
 
 
-def register_to_reference(
-    moving_path,
-    reference_path,
-    out_image_path,
-    out_transform_path,
-    transform="rigid",
-    seed=0,
-    threads=1,
-    iterations=ITERATIONS,
-    sampling=0.15,
-    finest_mm=2.0,
-    backend="antspyx",
-) -> dict:
+@dataclass(frozen=True)
+class RegistrationSettings:
+    """The ``registration`` config section (a scan's sample-sheet column may override ``transform``), with the
+    job's ``threads`` and the ``seed`` that jitters the metric's sampling grid."""
+    transform: str = "rigid"
+    iterations: tuple = ITERATIONS
+    sampling: float = 0.15
+    finest_mm: float = 2.0
+    backend: str = "antspyx"
+    seed: int = 0
+    threads: int = 1
+
+
+def register_to_reference(moving_path, reference_path, out_image_path, out_transform_path,
+                          settings: RegistrationSettings = RegistrationSettings()) -> dict:
     """Register ``moving_path`` onto ``reference_path`` with Mattes mutual information.
 
     Stages: centre-of-mass initialisation, then Rigid (and Affine for
@@ -107,7 +111,7 @@ def register_to_reference(
     (reference -> moving point mapping, usable with ``antsApplyTransforms -t``).
     Both outputs are written atomically.
 
-    Speed knobs: ``iterations`` per level (coarse -> fine; shrink factors 8, 4, 2, 1), ``sampling``
+    Speed knobs (``settings``): ``iterations`` per level (coarse -> fine; shrink factors 8, 4, 2, 1), ``sampling``
     (fraction of voxels in the metric, regular grid jittered by the seed), and ``finest_mm``: levels
     whose voxels would be finer than this are skipped (a 1 mm scan stops at 2x shrink; rigid
     alignment is already sub-voxel there, and the 1x level costs as much as all others together).
@@ -119,18 +123,19 @@ def register_to_reference(
     """
     import ants
 
-    _check_settings(moving_path, transform, seed, backend)
+    s = settings
+    _check_settings(moving_path, s.transform, s.seed, s.backend)
     t0 = time.perf_counter()
-    _set_threads(threads)
+    _set_threads(s.threads)
     fixed = _read_float(reference_path)
     moving = _read_float(moving_path)
-    stages = [(stage, *_schedule(fixed, iterations, finest_mm)) for stage in _TRANSFORMS[transform]]
+    stages = [(stage, *_schedule(fixed, s.iterations, s.finest_mm)) for stage in _TRANSFORMS[s.transform]]
     with tempfile.TemporaryDirectory(prefix="cesynth_reg_") as work:
         prefix = os.path.join(work, "reg_")
-        if backend == "antspyx":
-            _run_antspyx(fixed, moving, stages, seed, sampling, prefix)
+        if s.backend == "antspyx":
+            _run_antspyx(fixed, moving, stages, s.seed, s.sampling, prefix)
         else:
-            ants_cli_registration(moving_path, reference_path, stages, seed, sampling, prefix, threads).run()
+            ants_cli_registration(moving_path, reference_path, stages, s.seed, s.sampling, prefix, s.threads).run()
         mat = prefix + "0GenericAffine.mat"
         with atomic_output(out_transform_path) as tmp:
             shutil.copyfile(mat, str(tmp))
@@ -138,7 +143,7 @@ def register_to_reference(
 
     identity = ants.resample_image_to_target(moving, fixed, interp_type="linear")
     result = {
-        "transform": transform,
+        "transform": s.transform,
         "mutual_information_before": mutual_information(fixed, identity),
         "mutual_information_after": mutual_information(fixed, warped),
     }
@@ -160,14 +165,13 @@ def _check_settings(moving_path, transform, seed, backend):
                            "PATH; it is not there (backend 'antspyx' needs nothing installed)")
 
 
-def coregister(scan, moving_path, reference_path, out_image_path, out_transform_path, transform="rigid",
-               **options) -> dict:
+def coregister(scan, moving_path, reference_path, out_image_path, out_transform_path,
+               settings: RegistrationSettings) -> dict:
     """Bring one input onto the reference grid: :func:`register_to_reference`, or for ``transform="none"``
     (inputs already co-registered, e.g. BraTS) :func:`keep_on_grid`; the outputs are the same files."""
-    if transform == "none":
+    if settings.transform == "none":
         return keep_on_grid(scan, moving_path, reference_path, out_image_path, out_transform_path)
-    return register_to_reference(moving_path, reference_path, out_image_path, out_transform_path,
-                                 transform=transform, **options)
+    return register_to_reference(moving_path, reference_path, out_image_path, out_transform_path, settings)
 
 
 def keep_on_grid(scan, moving_path, reference_path, out_image_path, out_transform_path,

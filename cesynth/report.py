@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from importlib import metadata
 
@@ -50,15 +51,28 @@ def summary_table(metrics: pd.DataFrame, models, baseline=None) -> pd.DataFrame:
     return pd.concat(parts, axis=1)
 
 
-def write_study(*, models, metric_paths, predictions: dict, histories: dict, stack_paths, scans, modalities,
-                reference, outputs, labels=None, uncertainty=None):
-    """Tables and figures of one study.
+@dataclass(frozen=True)
+class StudyInputs:
+    """What one study compares: its models (the no-model ``identity`` baseline first, if any) and scans.
 
-    ``predictions`` maps each model (the no-model ``identity`` baseline included) to its synthetic
-    CE-T1 per scan of ``scans``; ``histories`` maps each trained model to its [stage-1, stage-2] TSVs;
-    ``labels`` names models on the bar plot's axis; ``uncertainty`` maps each trained model to its uncertainty maps
-    per scan (the qualitative panel shows the best model's).
+    ``predictions`` maps each model to its synthetic CE-T1 per scan of ``scans``; ``histories`` maps each trained
+    model to its [stage-1, stage-2] TSVs; ``labels`` names models on the bar plot's axis; ``uncertainty`` maps each
+    trained model to its uncertainty maps per scan (the qualitative panel shows the best model's).
     """
+    models: list
+    scans: list
+    stack_paths: list
+    modalities: list
+    reference: str
+    predictions: dict
+    histories: dict
+    labels: dict | None = None
+    uncertainty: dict | None = None
+
+
+def write_study(study: StudyInputs, metric_paths, outputs):
+    """Tables and figures of one study from its models' per-scan metric tables."""
+    models, scans, stack_paths, predictions = study.models, study.scans, study.stack_paths, study.predictions
     metrics = pd.concat([pd.read_csv(p, sep="\t") for p in metric_paths], ignore_index=True)
     write_table(metrics, outputs.metrics)
 
@@ -76,18 +90,18 @@ def write_study(*, models, metric_paths, predictions: dict, histories: dict, sta
                     ttests.round(4).set_index(["set", "metric", "model_a", "model_b"]).to_html(na_rep=""),
                     intro="scipy.stats.ttest_rel; p uncorrected and Holm-corrected over all rows of a set")
 
-    trained = [m for m in models if m in histories]
+    trained = [m for m in models if m in study.histories]
     shown = _panel_scans(metrics, scans)
     best = _best(metrics, trained)
     plots.qualitative_panel([scans[i] for i in shown], [stack_paths[i] for i in shown],
-                            {m: [predictions[m][i] for i in shown] for m in trained}, modalities,
-                            outputs.qualitative, best_model=best, reference=reference,
-                            uncertainty=[uncertainty[best][i] for i in shown] if uncertainty else None)
+                            {m: [predictions[m][i] for i in shown] for m in trained}, study.modalities,
+                            outputs.qualitative, best_model=best, reference=study.reference,
+                            uncertainty=[study.uncertainty[best][i] for i in shown] if study.uncertainty else None)
     plots.metric_distributions(metrics, outputs.distributions, order=models)
-    plots.training_curves({m: histories[m] for m in trained}, outputs.curves)
-    plots.psnr_bars(metrics, outputs.bars, order=models, labels=labels)
+    plots.training_curves({m: study.histories[m] for m in trained}, outputs.curves)
+    plots.psnr_bars(metrics, outputs.bars, order=models, labels=study.labels)
     i = shown[0]
-    plots.slice_series(stack_paths[i], predictions[best][i], scans[i], best, outputs.slices, reference=reference)
+    plots.slice_series(stack_paths[i], predictions[best][i], scans[i], best, outputs.slices, reference=study.reference)
 
 
 UNCERTAINTY_COLUMNS = ["spearman", "auroc", "error_fraction", "missed_flagged", "missed_auroc"]

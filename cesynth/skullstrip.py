@@ -13,6 +13,7 @@ import io
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
@@ -24,7 +25,6 @@ from skimage.morphology import ball
 from .io import save_nifti
 from .validate import InputError, Problem
 
-_BACKENDS = ("auto", "fsl", "python", "none")
 _MIN_DEPTH_MM = 5.0
 # backend "none" refuses a reference that looks like a whole head rather than a skull-stripped brain:
 # more nonzero volume than any adult brain (BraTS brains: ~1,200-1,700 ml; a head: 2,800 ml and more) ...
@@ -225,22 +225,44 @@ def _head_mask(arr: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(head)
 
 
-def brain_mask(reference_path, out_mask_path, backend="auto", frac=0.5, robust=True, seed=0,
-               python_frac=0.6, iterations=500, iso_mm=2.0, scan="") -> dict:
+@dataclass(frozen=True)
+class SkullStripSettings:
+    """The ``skullstrip`` config section (a scan's sample-sheet column may override ``backend``).
+
+    ``frac``/``robust`` are FSL's ``-f``/``-R``. The python backend uses its own threshold ``python_frac``
+    (brainextractor's surface settles further out than FSL's at the same value; 0.6 matched Colin27 best),
+    ``iterations`` surface steps (Dice did not change past 500) on an ``iso_mm`` grid; ``robust`` switches its
+    tissue refinement on.
+    """
+    backend: str = "auto"
+    frac: float = 0.5
+    robust: bool = True
+    python_frac: float = 0.6
+    iterations: int = 500
+    iso_mm: float = 2.0
+
+
+# skullstrip.backend -> function(reference_path, settings, scan) -> boolean brain mask on the reference grid.
+# "auto" is not one of them: it picks fsl where FSL is installed, else python. config/schema.yaml's enum is
+# ["auto", *BACKENDS] (tests/test_schema.py); a new back-end is added here (docs/extending.md).
+BACKENDS = {
+    "fsl": lambda path, s, scan: _fsl_mask(path, s.frac, s.robust),
+    "python": lambda path, s, scan: _python_mask(path, s.python_frac, s.robust, s.iterations, s.iso_mm),
+    "none": lambda path, s, scan: nonzero_mask(scan, path),
+}
+
+
+def brain_mask(reference_path, out_mask_path, settings: SkullStripSettings = SkullStripSettings(), scan="") -> dict:
     """Write a uint8 brain mask (reference grid and affine) to ``out_mask_path``.
 
-    backend: "fsl" (FSL ``bet`` through fslpy), "python" (brainextractor pipeline),
-    "auto" (FSL when ``$FSLDIR/bin/bet`` exists, else python), or "none" (already skull-stripped:
-    :func:`nonzero_mask`; ``scan`` names the scan in its refusal).
-    ``frac``/``robust`` are FSL's ``-f``/``-R``. The python backend uses its own threshold
-    ``python_frac`` (brainextractor's surface settles further out than FSL's at the same value; 0.6
-    matched Colin27 best), ``iterations`` surface steps (Dice did not change past 500) on an
-    ``iso_mm`` grid; ``robust`` switches its tissue refinement on.
-    ``seed`` is accepted for a uniform interface; both backends are deterministic.
+    ``settings.backend``: "fsl" (FSL ``bet`` through fslpy), "python" (brainextractor pipeline),
+    "auto" (FSL when ``$FSLDIR/bin/bet`` exists, else python), "none" (already skull-stripped:
+    :func:`nonzero_mask`; ``scan`` names the scan in its refusal), or any other name in :data:`BACKENDS`.
     Returns ``backend``, ``volume_ml`` and ``seconds``.
     """
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    backend = settings.backend
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {('auto', *BACKENDS)}, got {backend!r}")
     t0 = time.perf_counter()
     if backend == "auto":
         backend = "fsl" if fsl_available() else "python"
@@ -248,12 +270,7 @@ def brain_mask(reference_path, out_mask_path, backend="auto", frac=0.5, robust=T
         raise RuntimeError("backend='fsl' requested but $FSLDIR/bin/bet was not found")
 
     ref_nii = nib.load(str(reference_path))
-    if backend == "none":
-        mask = nonzero_mask(scan, reference_path)
-    elif backend == "fsl":
-        mask = _fsl_mask(reference_path, frac, robust)
-    else:
-        mask = _python_mask(reference_path, python_frac, robust, iterations, iso_mm)
+    mask = BACKENDS[backend](reference_path, settings, scan)
     if mask.shape != ref_nii.shape[:3]:
         raise RuntimeError(f"mask shape {mask.shape} != reference shape {ref_nii.shape[:3]}")
 

@@ -7,6 +7,7 @@ files the same way) and what each model needs (its inputs, its merged settings).
 from __future__ import annotations
 
 import copy
+import math
 
 TRAINING_KEYS_PER_MODEL = ("architecture", "inputs", "inputs_first", "stage1_from")
 # The no-model baseline of every study: the preprocessed T1 itself as the synthetic CE-T1.
@@ -96,6 +97,26 @@ def model_settings(config: dict, model: str) -> dict:
     settings["target"] = config["reference"]
     settings["preprocessing"] = preprocessing_record(config)
     return settings
+
+
+# Time limit of a training job (SLURM runtime): an hour for start-up, validation and checkpoints, plus every
+# step at TRAINING_STEP_SECONDS, about 4x the 77 ms a paper-size hrfcn3d step is estimated to take on one
+# GPU (BENCHMARKS.md, "input" section): room for data loading and a slower GPU. The paper's 40 epochs of
+# 2000 steps get 460 minutes.
+TRAINING_SETUP_MINUTES, TRAINING_STEP_SECONDS = 60, 0.3
+
+
+def training_minutes(settings: dict, stage: str) -> int:
+    """The time limit (minutes) of one training stage of a model with these merged settings."""
+    steps = int(settings[stage]["epochs"]) * int(settings["steps_per_epoch"])
+    return TRAINING_SETUP_MINUTES + math.ceil(steps * TRAINING_STEP_SECONDS / 60)
+
+
+def inference_settings(config: dict, model: str) -> dict:
+    """The fields of :class:`cesynth.inference.InferenceSettings` for ``model``: the ``inference`` section and the
+    model's own device and amp."""
+    settings = model_settings(config, model)
+    return {**config["inference"], "device": settings["device"], "amp": settings["amp"]}
 
 
 def preprocessing_record(config: dict) -> dict:

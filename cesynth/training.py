@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,13 +42,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from . import intensity, similarity
 from .data import PatchSampler, StepBatches
 from .device import bf16_autocast, select_device
 from .io import atomic_output, remove_partial_writes, write_table
 from .losses import SynthesisLoss
 from .weights import load_weights, new_model, read_payload, safe_load, save_weights
 
-__all__ = ["Interrupted", "StageTrainer", "evaluate_loss", "load_weights", "run_distributed", "train_stage"]
+__all__ = ["Interrupted", "StageJob", "StageTrainer", "TRAINERS", "evaluate_loss", "load_weights", "register_trainer",
+           "run_distributed", "train_stage"]
 
 
 # training.local_mask -> the stack channel of the local loss and of the enhancing patches: the paper's rough
@@ -69,18 +72,51 @@ COLLAPSED_OUTPUT_SD = 1e-4
 PROBE_EPOCH = 2**31  # the probe batch's "epoch": no real epoch draws the same patches
 
 
-def train_stage(*, train_stacks, val_stacks, model_spec: dict, stage: dict, training: dict, weights_out,
-                history_out, checkpoint_dir, init_weights=None, device="auto", log=print, on_step=None, name="model"):
-    """Train one stage; ``on_step(epoch, step, terms)`` is called after every optimizer step.
+@dataclass(frozen=True)
+class StageJob:
+    """What one stage trains and where it writes, built once from the config (workflow_scripts/train.py).
+
+    ``training``: the model's merged settings (:func:`cesynth.study.model_settings`), ``stage`` its stage1 or
+    stage2 entry; ``init_weights``: the earlier stage's weights to start from; ``name`` (e.g. "hrfcn3d stage 2")
+    names the run in its messages. JSON-serialisable (:func:`run_distributed` passes it to every process).
+    """
+    train_stacks: list
+    val_stacks: list
+    model_spec: dict
+    stage: dict
+    training: dict
+    weights_out: str | Path
+    history_out: str | Path
+    checkpoint_dir: str | Path
+    init_weights: str | Path | None = None
+    device: str = "auto"
+    name: str = "model"
+
+
+# The trainer a model's ``training.trainer`` names (config/schema.yaml's enum is tested against these keys).
+# A variant is a subclass of StageTrainer registered here under its class name (docs/extending.md).
+TRAINERS: dict[str, type] = {}
+DEFAULT_TRAINER = "StageTrainer"
+
+
+def register_trainer(cls: type) -> type:
+    """Class decorator: make ``cls`` selectable as ``training.trainer: <its class name>``."""
+    TRAINERS[cls.__name__] = cls
+    return cls
+
+
+def train_stage(job: StageJob, log=print, on_step=None):
+    """Train one stage with the trainer its ``training.trainer`` names; ``on_step(epoch, step, terms)`` is called
+    after every optimizer step.
 
     Under torchrun (WORLD_SIZE > 1) each process trains on its share of every step's patches and
-    only rank 0 logs and writes files. A net that collapses raises :class:`Collapsed` naming ``name``, the
+    only rank 0 logs and writes files. A net that collapses raises :class:`Collapsed` naming ``job.name``, the
     stage, the step and what to change; no weights are written.
     """
-    trainer = StageTrainer(train_stacks=train_stacks, val_stacks=val_stacks, model_spec=model_spec, stage=stage,
-                           training=training, weights_out=weights_out, history_out=history_out,
-                           checkpoint_dir=checkpoint_dir, init_weights=init_weights, device=device, log=log,
-                           name=name)
+    name = job.training.get("trainer", DEFAULT_TRAINER)
+    if name not in TRAINERS:
+        raise ValueError(f"training.trainer {name!r} is not a registered trainer; known: {', '.join(sorted(TRAINERS))}")
+    trainer = TRAINERS[name](job, log)
     try:
         trainer.on_train_start()
         while trainer.epoch < trainer.epochs:
@@ -99,64 +135,81 @@ def train_stage(*, train_stacks, val_stacks, model_spec: dict, stage: dict, trai
     return trainer.history
 
 
+@register_trainer
 class StageTrainer:
-    """The state of one training stage and its steps; see the module docstring for the order of calls."""
+    """The state of one training stage and its steps; see the module docstring for the order of calls.
 
-    def __init__(self, *, train_stacks, val_stacks, model_spec, stage, training, weights_out, history_out,
-                 checkpoint_dir, init_weights=None, device="auto", log=print, name="model"):
-        self.rank, self.world, self.device, self.own_group = _init_distributed(device)
+    ``model`` is the net that trains (wrapped in DistributedDataParallel and/or torch.compile where asked, in
+    :meth:`on_train_start`); :attr:`module` is the net itself, whose weights are saved and validated.
+    """
+
+    def __init__(self, job: StageJob, log=print):
+        self.job, self.training, self.stage = job, job.training, job.stage
+        self.rank, self.world, self.device, self.own_group = _init_distributed(job.device)
         self.log = _quiet if self.rank else log
-        self.model_spec, self.stage, self.training = model_spec, stage, training
-        self.weights_out, self.history_out = weights_out, history_out
-        self.checkpoint = Path(checkpoint_dir) / "last.pt"
-        self.name = name
-        self.seed, self.epochs = int(training["seed"]), int(stage["epochs"])
-        self.steps, self.batch_size = int(training["steps_per_epoch"]), int(training["batch_size"])
+        self.checkpoint = Path(job.checkpoint_dir) / "last.pt"
+        self.seed, self.epochs = int(self.training["seed"]), int(self.stage["epochs"])
+        self.steps, self.batch_size = int(self.training["steps_per_epoch"]), int(self.training["batch_size"])
         self.epoch, self.step, self.history = 0, 0, []
+        self.sums, self.n_steps, self.started = {}, 0, 0.0  # of the current epoch (on_epoch_start)
         self.signal, self.previous_handlers, self.writer = None, {}, None
-        self.fingerprint = _fingerprint(model_spec, stage, training, train_stacks, init_weights)
-        self._build(train_stacks, val_stacks, init_weights)
-
-    def _build(self, train_stacks, val_stacks, init_weights):
-        """Model, optimizer, loss and patch samplers, seeded so that every run starts alike."""
-        training, spec, device = self.training, self.model_spec, self.device
-        torch.manual_seed(self.seed)
-        model = new_model(spec).to(device)
-        if init_weights:
-            model.load_state_dict(read_payload(init_weights, device)["state_dict"])
-        memory_format = _channels_last(model) if training.get("channels_last", False) else torch.contiguous_format
-        self.model = self.net = model.to(memory_format=memory_format)
-        # Only 3D nets take a 5-D input in NDHWC; the 2D nets reshape theirs and follow the weights.
-        self.input_format = memory_format if memory_format == torch.channels_last_3d else torch.contiguous_format
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=float(self.stage["lr"]))
-        self.loss_fn = SynthesisLoss(tuple(self.stage["lambdas"]), ssim=training["ssim"],
-                                     local_norm=training["local_norm"], pixel=training.get("pixel_loss", "mae"),
-                                     histogram=training.get("histogram_loss", 0.0))
-        local_mask = LOCAL_MASKS[training.get("local_mask", "enhancement")]
-        self.sampler = PatchSampler(train_stacks, spec["inputs"], training["target"], training["patch"], local_mask,
-                                    enhancing=training.get("enhancing_patches", 0.0), augment=training.get("augment"))
-        self.validation = PatchSampler(val_stacks, spec["inputs"], training["target"], training["patch"],
-                                       local_mask) if val_stacks else None
+        self.fingerprint = _fingerprint(job.model_spec, job.stage, job.training, job.train_stacks, job.init_weights)
+        self.model, self.input_format = self.build_model()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(self.stage["lr"]))
+        self.loss_fn = self.build_loss()
+        self.sampler, self.validation = self.build_samplers()
         # No CPU autocast in training: on torch 2.13 a 3D conv's bf16 backward corrupts the heap (BENCHMARKS.md).
-        self.autocast = bf16_autocast(device, cuda=training.get("amp", True))
-        if device.type == "cuda":
+        self.autocast = bf16_autocast(self.device, cuda=self.training.get("amp", True))
+        if self.device.type == "cuda":
             # Fixed patch shapes: autotuning pays off after the first step (it makes CUDA runs non-bitwise).
-            torch.backends.cudnn.benchmark = bool(training.get("cudnn_benchmark", True))
+            torch.backends.cudnn.benchmark = bool(self.training.get("cudnn_benchmark", True))
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The net itself, out of its DistributedDataParallel and torch.compile wrappers."""
+        model = getattr(self.model, "_orig_mod", self.model)  # torch.compile
+        return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+    def build_model(self) -> tuple[torch.nn.Module, torch.memory_format]:
+        """The net (seeded, so every run starts alike, or from ``init_weights``) and the memory format of its input."""
+        torch.manual_seed(self.seed)
+        model = new_model(self.job.model_spec).to(self.device)
+        if self.job.init_weights:
+            model.load_state_dict(read_payload(self.job.init_weights, self.device)["state_dict"])
+        memory_format = _channels_last(model) if self.training.get("channels_last", False) else torch.contiguous_format
+        # Only 3D nets take a 5-D input in NDHWC; the 2D nets reshape theirs and follow the weights.
+        return (model.to(memory_format=memory_format),
+                memory_format if memory_format == torch.channels_last_3d else torch.contiguous_format)
+
+    def build_loss(self) -> SynthesisLoss:
+        training = self.training
+        return SynthesisLoss(tuple(self.stage["lambdas"]), ssim=training["ssim"], local_norm=training["local_norm"],
+                             pixel=training.get("pixel_loss", "mae"), histogram=training.get("histogram_loss", 0.0))
+
+    def build_samplers(self) -> tuple[PatchSampler, PatchSampler | None]:
+        """Training patches (enhancing-centred and augmented as configured) and the validation scans' windows."""
+        training, inputs = self.training, self.job.model_spec["inputs"]
+        local_mask = LOCAL_MASKS[training.get("local_mask", "enhancement")]
+        sampler = PatchSampler(self.job.train_stacks, inputs, training["target"], training["patch"], local_mask,
+                               enhancing=training.get("enhancing_patches", 0.0), augment=training.get("augment"))
+        validation = PatchSampler(self.job.val_stacks, inputs, training["target"], training["patch"],
+                                  local_mask) if self.job.val_stacks else None
+        return sampler, validation
 
     def on_train_start(self):
         """Clean up after a killed run, resume its checkpoint, wrap the net, catch stop signals."""
         if self.rank == 0:  # a run killed while saving left a partial file that nothing else removes
-            partial = [p for out in (self.checkpoint, self.weights_out, self.history_out)
+            partial = [p for out in (self.checkpoint, self.job.weights_out, self.job.history_out)
                        for p in remove_partial_writes(out)]
             if partial:
                 self.log(f"removed {len(partial)} partial file(s) of a killed run: {', '.join(p.name for p in partial)}")
         if self.checkpoint.exists():
             self.resume()
         if self.world > 1:
-            self.net = torch.nn.parallel.DistributedDataParallel(
+            self.model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.training.get("compile", False):
-            self.net = torch.compile(self.net)
+            self.model = torch.compile(self.model)
         if self.training.get("tensorboard", False) and self.rank == 0:
             self.writer = _tensorboard(self.checkpoint.parent.parent / "tensorboard")
         self.previous_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
@@ -165,7 +218,7 @@ class StageTrainer:
         """Continue from the checkpoint if it was written by this configuration, else keep it aside."""
         state = safe_load(self.checkpoint, self.device)
         if state["fingerprint"] == self.fingerprint:
-            self.model.load_state_dict(state["model"])
+            self.module.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
             self.log(f"resuming from {self.checkpoint}: epoch {self.epoch + 1}, step {self.step}")
@@ -179,7 +232,7 @@ class StageTrainer:
         self.signal = signum
 
     def on_epoch_start(self):
-        self.model.train()
+        self.module.train()
         self.sums, self.n_steps, self.started = {}, 0, time.time()
 
     def batches(self):
@@ -197,7 +250,7 @@ class StageTrainer:
         torch.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, self.step]).generate_state(1)[0]))  # dropout
         x, y, m = (t.to(self.device, non_blocking=True) for t in batch)
         with self.autocast:
-            pred = self.net(x.contiguous(memory_format=self.input_format))
+            pred = self.model(x.contiguous(memory_format=self.input_format))
         loss, terms = self.loss_fn(pred.float(), y, m)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -227,7 +280,7 @@ class StageTrainer:
 
     def collapse(self, what: str):
         """Stop with one message: which net, where, what happened, what to change."""
-        raise Collapsed(f"{self.name} collapsed at epoch {self.epoch + 1}, step {self.step + 1}: {what}. Lower its "
+        raise Collapsed(f"{self.job.name} collapsed at epoch {self.epoch + 1}, step {self.step + 1}: {what}. Lower its "
                         f"learning rate (now {self.stage['lr']:g}; a stage1/stage2 lr in the model's entry), or train "
                         "it with output: residual (it starts at the T1 and cannot go blank); no weights were written")
 
@@ -235,9 +288,9 @@ class StageTrainer:
     def check_output(self):
         """Collapse if the net's output over one fixed batch of training patches is constant."""
         x, _, _ = (t.to(self.device) for t in self.sampler.random_batch(self.batch_size, self.seed, PROBE_EPOCH, 0))
-        self.model.eval()
-        spread = float(self.model(x.contiguous(memory_format=self.input_format)).float().std())
-        self.model.train()
+        self.module.eval()
+        spread = float(self.module(x.contiguous(memory_format=self.input_format)).float().std())
+        self.module.train()
         if not spread > COLLAPSED_OUTPUT_SD:  # NaN fails too
             self.collapse(f"its output is constant (sd {spread:.2g} over a batch of training patches)")
 
@@ -262,18 +315,18 @@ class StageTrainer:
 
     def validate(self) -> dict:
         """Validation columns of the history row (rank 0 only)."""
-        return evaluate_loss(self.model, self.validation, self.loss_fn, self.batch_size, self.device, self.autocast)
+        return evaluate_loss(self.module, self.validation, self.loss_fn, self.batch_size, self.device, self.autocast)
 
     def save_checkpoint(self, epoch, step):
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": epoch,
+        state = {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": epoch,
                  "step": step, "history": self.history, "fingerprint": self.fingerprint}
         with atomic_output(self.checkpoint) as tmp:
             torch.save(state, tmp)
 
     def on_train_end(self):
         if self.rank == 0:
-            save_weights(self.model, self.model_spec, self.training, self.history, self.weights_out)
-            write_table(pd.DataFrame(self.history), self.history_out)
+            save_weights(self.module, self.job.model_spec, self.training, self.history, self.job.weights_out)
+            write_table(pd.DataFrame(self.history), self.job.history_out)
         _barrier(self.world)
 
     def close(self):
@@ -286,15 +339,15 @@ class StageTrainer:
             torch.distributed.destroy_process_group()
 
 
-def run_distributed(n_procs: int, **kwargs):
-    """:func:`train_stage` in ``n_procs`` processes (one per GPU) started by torchrun on this node.
+def run_distributed(n_procs: int, job: StageJob):
+    """:func:`train_stage` of ``job`` in ``n_procs`` processes (one per GPU) started by torchrun on this node.
 
-    ``kwargs`` must be JSON-serialisable (no ``log``/``on_step``). SIGTERM/SIGUSR1 received here are
+    SIGTERM/SIGUSR1 received here are
     passed on as SIGTERM, which torchrun forwards to every process: they checkpoint and stop together.
     """
     with tempfile.TemporaryDirectory() as tmp:
         arguments = Path(tmp) / "train_stage.json"
-        arguments.write_text(json.dumps(kwargs, default=str))
+        arguments.write_text(json.dumps(asdict(job), default=str))
         sys.stdout.flush()
         sys.stderr.flush()
         # Into the rule's log when redirect_output has replaced sys.stdout/stderr by the log file.
@@ -386,7 +439,7 @@ def evaluate_loss(model, sampler, loss_fn, batch_size, device, autocast=nullcont
     """Validation losses and brain PSNR of every held-out scan, the PSNR defined as the test metric's.
 
     Each scan is covered by non-overlapping windows of the training depth (the reference code's
-    tiling), predicted on whole slices and clipped to [0, 1] like a synthesis; ``val_psnr`` is the mean
+    tiling), predicted on whole slices and clipped to the model-space range like a synthesis (:mod:`cesynth.intensity`); ``val_psnr`` is the mean
     over scans of 10 log10(MAX_I^2 / MSE) over the scan's brain voxels with MAX_I = the target's maximum
     there (metrics.py, "paper" protocol). The test metric averages overlapping windows instead
     (``inference.stride``), so it can differ slightly.
@@ -405,12 +458,12 @@ def evaluate_loss(model, sampler, loss_fn, batch_size, device, autocast=nullcont
                 total[key] = total.get(key, 0.0) + value * len(x)
             count += len(x)
             if brain.any():  # a window between two parts of a brain may hold none of it
-                error = (pred.float().clamp(0, 1) - y)[brain]
+                error = (intensity.clip(pred.float()) - y)[brain]
                 squared += float((error.double() ** 2).sum())
                 n_brain += int(brain.sum())
                 max_i = max(max_i, float(y[brain].max()))
         if n_brain:
-            psnrs.append(10 * math.log10(max_i**2 / max(squared / n_brain, 1e-12)))
+            psnrs.append(similarity.psnr(max(squared / n_brain, 1e-12), max_i))
     result = {f"val_{k}": v / max(count, 1) for k, v in total.items()}
     result["val_psnr"] = float(np.mean(psnrs)) if psnrs else float("nan")
     return result
@@ -429,4 +482,4 @@ def _fingerprint(model_spec, stage, training, train_stacks, init_weights) -> str
 
 
 if __name__ == "__main__":  # one process of run_distributed
-    train_stage(**json.loads(Path(sys.argv[1]).read_text()))
+    train_stage(StageJob(**json.loads(Path(sys.argv[1]).read_text())))

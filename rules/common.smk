@@ -1,8 +1,8 @@
-# Cohort, split and path helpers shared by all rules. Reads only the sample sheet at parse time.
+# Cohort, split and path helpers shared by all rules. At parse time it reads the sample sheet (and the split
+# table, if given), not the images; with input.skip_invalid it opens every image once (cesynth.screening,
+# cached in results/qc/input_screening.json) to leave the broken scans out of the DAG.
 
 import sys
-
-import pandas as pd
 
 from cesynth import configcheck, dicom, modelcard, study as S
 from cesynth.cohort import enhancing_labels, load_samples, load_split, tumour_mask_labels, validation_scans

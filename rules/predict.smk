@@ -163,9 +163,7 @@ if PREDICT.get("samplesheet"):
                 **{k: scan_settings(config, PREDICT_SAMPLES.loc[w.pscan], k) for k in ("registration", "skullstrip")},
             },
             preprocessing=S.preprocessing_record(config),
-            device=S.model_settings(config, PREDICT_MODEL)["device"],
-            amp=S.model_settings(config, PREDICT_MODEL)["amp"],
-            **config["inference"],
+            inference=S.inference_settings(config, PREDICT_MODEL),
         threads: S.model_settings(config, PREDICT_MODEL)["threads"]
         resources:
             mem_mb=8000,

@@ -24,7 +24,7 @@ rule train_stage1:
     threads: lambda w: S.model_settings(config, w.model)["threads"]
     resources:
         mem_mb=16000,
-        runtime=lambda w: 60 + 10 * S.model_settings(config, w.model)[f"stage{w.stage}"]["epochs"],
+        runtime=lambda w: S.training_minutes(S.model_settings(config, w.model), f"stage{w.stage}"),
         gpu=1,
     conda:
         "../envs/train.yaml"
@@ -49,9 +49,7 @@ rule infer:
     output:
         [S.path("synth", scan=s, ref=REF) for s in TEST],
     params:
-        device=lambda w: S.model_settings(config, w.model)["device"],
-        amp=lambda w: S.model_settings(config, w.model)["amp"],
-        **config["inference"],
+        inference=lambda w: S.inference_settings(config, w.model),
     threads: lambda w: S.model_settings(config, w.model)["threads"]
     resources:
         mem_mb=8000,

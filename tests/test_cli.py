@@ -66,6 +66,7 @@ def test_a_key_far_from_any_lists_the_known_ones():
     (["models={unet2d: {architecture: unet2d, inputs: [t1, t2, adc], lamdbas: 1}}"],
      "config: unknown key 'models.unet2d.lamdbas' (known keys here: amp, architecture,"),
     (["preprocess={shape: 48}"], "config: preprocess.shape: '48' is not of type 'array'"),
+    (["qc={volume_tolerence: 0.3}"], "config: unknown key 'qc.volume_tolerence' (did you mean 'volume_tolerance'?)"),
 ])
 def test_config_error_is_one_line_before_any_job(tmp_path, override, line):
     result = run(tmp_path, "--cores", "1", "--config", *override)

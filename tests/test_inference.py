@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from cesynth.inference import cpu_fast, slab_inference, slice_halo, sliding_window, synthesize_scan
+from cesynth.inference import InferenceSettings, cpu_fast, slab_inference, slice_halo, sliding_window, synthesize_scan
 from cesynth.io import Stack
-from cesynth.models import build_model
-from cesynth.training import train_stage
+from cesynth.models import ARCHITECTURES, SynthesisNet, build_model
+from cesynth.training import StageJob, train_stage
 from cesynth.weights import load_weights, save_weights
 from test_training import SPEC, settings
 
@@ -86,25 +86,25 @@ def test_synthesize_scan_slab_tiling_matches_one_pass(stacks, tmp_path):
     model = build_model("unet3d", 3, 0.0625).eval()
     spec = {"architecture": "unet3d", "inputs": ["t1", "t2", "adc"], "width": 0.0625}
     payload = {"model_spec": spec, "patch": [3, 32, 32]}
-    tiled = synthesize_scan(model, payload, stacks[0], tmp_path / "a.nii.gz", tiling="slab", slab=4)
-    whole = synthesize_scan(model, payload, stacks[0], tmp_path / "b.nii.gz", tiling="slab", slab=0)
+    tiled = synthesize_scan(model, payload, stacks[0], tmp_path / "a.nii.gz", InferenceSettings(tiling="slab", slab=4))
+    whole = synthesize_scan(model, payload, stacks[0], tmp_path / "b.nii.gz", InferenceSettings(tiling="slab", slab=0))
     np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="tiling"):
-        synthesize_scan(model, payload, stacks[0], tmp_path / "c.nii.gz", tiling="tiles")
+        synthesize_scan(model, payload, stacks[0], tmp_path / "c.nii.gz", InferenceSettings(tiling="tiles"))
 
 
 def test_cpu_bf16_inference_of_a_trained_model_stays_close_to_float32(stacks, tmp_path):
     s = settings(epochs=1, steps=30)
-    train_stage(train_stacks=stacks[:3], val_stacks=[], model_spec={**SPEC, "architecture": "hrfcn3d"},
-                stage=s["stage1"], training=s, weights_out=tmp_path / "w.pt", history_out=tmp_path / "h.tsv",
-                checkpoint_dir=tmp_path / "ckpt", device="cpu", log=lambda *_: None)
+    train_stage(StageJob(train_stacks=stacks[:3], val_stacks=[], model_spec={**SPEC, "architecture": "hrfcn3d"},
+                         stage=s["stage1"], training=s, weights_out=tmp_path / "w.pt", history_out=tmp_path / "h.tsv",
+                         checkpoint_dir=tmp_path / "ckpt", device="cpu"), log=lambda *_: None)
     model, payload = load_weights(tmp_path / "w.pt")
     float32 = synthesize_scan(model, payload, stacks[3], tmp_path / "fp32.nii.gz")
     fast = cpu_fast(model)  # batch norm folded, channels-last: the same function in float32
     folded = synthesize_scan(fast, payload, stacks[3], tmp_path / "folded.nii.gz")
     assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in fast.modules())
     np.testing.assert_allclose(folded, float32, atol=1e-5)
-    bf16 = synthesize_scan(fast, payload, stacks[3], tmp_path / "bf16.nii.gz", cpu_bf16=True)
+    bf16 = synthesize_scan(fast, payload, stacks[3], tmp_path / "bf16.nii.gz", InferenceSettings(cpu_bf16=True))
     stack = Stack(stacks[3])
     brain = np.asarray(stack["brain_mask"]) > 0
     target = np.asarray(stack["ce_t1"])[brain]
@@ -114,3 +114,21 @@ def test_cpu_bf16_inference_of_a_trained_model_stays_close_to_float32(stacks, tm
     # must stay within 0.003 of float32 on average, with the same error against the target
     assert error.mean() < 0.003 and error.max() < 0.05
     assert np.abs(bf16[brain] - target).mean() == pytest.approx(np.abs(float32[brain] - target).mean(), abs=0.01)
+
+
+class GlobalContext(SynthesisNet):
+    """A toy net whose every output voxel sees the mean over all slices: no finite halo holds its field."""
+    architecture = "toy_global"
+
+    def __init__(self, n_inputs, width=1.0, output="direct"):
+        super().__init__(n_inputs, output)
+        self.conv = torch.nn.Conv3d(n_inputs, 1, 1)
+
+    def _forward(self, x):
+        return self.conv(x + x.mean(dim=2, keepdim=True))
+
+
+def test_the_halo_of_a_model_with_global_context_is_refused(monkeypatch):
+    monkeypatch.setitem(ARCHITECTURES, "toy_global", GlobalContext)
+    with pytest.raises(ValueError, match="toy_global: its receptive field spans more than 543 slices"):
+        slice_halo(GlobalContext(1))

@@ -196,3 +196,21 @@ def test_scan_metrics_max_i_per_protocol(vols):
     assert paper["dice_enh_tumour"] == pytest.approx(
         metrics.enhancement_dice(gt, pred, t1, tumour)["dice"]
     )
+
+
+def test_the_metric_and_the_loss_share_one_ssim(vols):
+    """cesynth.similarity is the one SSIM: the metric (float64 volumes (X, Y, Z)) and the training loss (float32
+    tensors (B, 1, D, H, W)) agree to float32 rounding on the same slices; PSNR likewise."""
+    import torch
+
+    from cesynth import similarity
+    from cesynth.losses import ssim_slices
+
+    gt, pred = vols
+    as_batch = [torch.from_numpy(np.moveaxis(v, -1, 0)[None, None].astype(np.float32)) for v in (gt, pred)]
+    loss_ssim = float(ssim_slices(as_batch[1], as_batch[0]))
+    assert metrics.ssim(gt, pred, protocol="paper") == pytest.approx(loss_ssim, abs=1e-6)
+    slices = np.moveaxis(similarity.ssim_map_slices(gt, pred), -1, 0)
+    assert slices.shape == (gt.shape[-1], gt.shape[0] - 2 * similarity.RADIUS, gt.shape[1] - 2 * similarity.RADIUS)
+    assert metrics.psnr(gt, pred, np.ones(gt.shape, bool), 1.0) == pytest.approx(
+        similarity.psnr(float(np.mean((gt - pred) ** 2)), 1.0), abs=1e-12)

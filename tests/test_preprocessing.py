@@ -177,11 +177,11 @@ def test_a_channel_that_covers_part_of_the_brain_is_refused(tmp_path):
 @pytest.mark.skipif(not (SHARED / "brats2018").is_dir(), reason="needs ../shared/data/brats2018")
 def test_the_half_brain_flair_of_brats18_2013_20_1_is_flagged(tmp_path):
     """The real case of issue #22: a FLAIR blank behind the ventricles."""
-    from cesynth.skullstrip import brain_mask
+    from cesynth.skullstrip import SkullStripSettings, brain_mask
 
     case = SHARED / "brats2018" / "Brats18_2013_20_1"
     name = lambda m: case / f"{case.name}_{m}.nii.gz"  # noqa: E731
-    brain_mask(name("t1ce"), tmp_path / "brain.nii.gz", backend="none", scan=case.name)
+    brain_mask(name("t1ce"), tmp_path / "brain.nii.gz", SkullStripSettings(backend="none"), scan=case.name)
     with pytest.raises(ValueError, match=r"flair .*covers only part of the brain: 34% of the brain mask holds the "
                                          r"single value 0"):
         preprocess_scan(name("t1ce"), {m: name(m) for m in ("t1", "t2", "flair")}, tmp_path / "brain.nii.gz",

@@ -14,7 +14,7 @@ from cesynth import bids
 from cesynth.cohort import load_samples, tumour_mask_labels
 from cesynth.preprocessing import preprocess_scan
 from cesynth.registration import keep_on_grid
-from cesynth.skullstrip import _head_mask, brain_mask
+from cesynth.skullstrip import SkullStripSettings, _head_mask, brain_mask
 from cesynth.validate import InputError, check_sheet, scan_settings
 from conftest import SHARED, TCGA
 from test_workflow import snakemake
@@ -33,7 +33,7 @@ def dice(a, b):
 def test_backend_none_keeps_the_brain_of_a_stripped_case(tmp_path):
     for case in (BRATS, DU7294):
         out = tmp_path / f"{case.name}_mask.nii.gz"
-        qc = brain_mask(case / "t1c.nii.gz", out, backend="none", scan=case.name)
+        qc = brain_mask(case / "t1c.nii.gz", out, SkullStripSettings(backend="none"), scan=case.name)
         mask = nib.load(out).get_fdata() > 0
         nonzero = nib.load(case / "t1c.nii.gz").get_fdata() != 0
         assert qc["backend"] == "none" and dice(mask, nonzero) >= 0.99
@@ -43,7 +43,7 @@ def test_backend_none_keeps_the_brain_of_a_stripped_case(tmp_path):
 def test_backend_none_refuses_a_whole_head(tmp_path):
     # the raw clinical case: background noise, the whole field of view is nonzero
     with pytest.raises(InputError, match=r"scan FG6692 \(.*t1c.nii.gz\): looks like a whole head.*ml of nonzero"):
-        brain_mask(TCGA / "t1c.nii.gz", tmp_path / "m.nii.gz", backend="none", scan="FG6692")
+        brain_mask(TCGA / "t1c.nii.gz", tmp_path / "m.nii.gz", SkullStripSettings(backend="none"), scan="FG6692")
     # the same head with its background zeroed: a small field of view (26 slices) passes the volume test but
     # not the bright scalp rim
     img = nib.load(TCGA / "t1c.nii.gz")
@@ -53,7 +53,7 @@ def test_backend_none_refuses_a_whole_head(tmp_path):
     keep[:, :, 8:18] = True  # 10 slices of 5.5 mm: under the volume limit
     nib.save(nib.Nifti1Image(np.where(keep, head, 0).astype(np.float32), img.affine), tmp_path / "head.nii.gz")
     with pytest.raises(InputError, match=r"scan H1 .*looks like a whole head.*brighter than the interior"):
-        brain_mask(tmp_path / "head.nii.gz", tmp_path / "m.nii.gz", backend="none", scan="H1")
+        brain_mask(tmp_path / "head.nii.gz", tmp_path / "m.nii.gz", SkullStripSettings(backend="none"), scan="H1")
     assert not (tmp_path / "m.nii.gz").exists()
 
 
@@ -131,7 +131,7 @@ def test_brats_layouts_give_names_labels_and_preprocessed_columns(tmp_path, rele
 
     # the tumour channel holds exactly the core labels
     mask = tmp_path / "mask.nii.gz"
-    brain_mask(table.ce_t1[0], mask, backend="none", scan=cases[0])
+    brain_mask(table.ce_t1[0], mask, SkullStripSettings(backend="none"), scan=cases[0])
     stack, channels, _ = preprocess_scan(table.ce_t1[0], {m: table[m][0] for m in ("t1", "t2", "flair")}, mask,
                                          {"shape": [240, 240, 155], "equalization": "percentile",
                                           "enhancement_delta": 0.1}, tumour_mask_path=table.tumour_mask[0],

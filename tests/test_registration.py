@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cesynth.registration import ants_cli_registration, register_to_reference
+from cesynth.registration import RegistrationSettings, ants_cli_registration, register_to_reference
 
 COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")  # Debian package mricron-data
 COLIN_BET = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
@@ -77,7 +77,7 @@ def _recovery_error(colin_2mm, seed, contrast, transform="rigid"):
     mov = d / f"mov_{seed}_{contrast}.nii.gz"
     ants.image_write(moving, str(mov))
     res = register_to_reference(
-        mov, ref, d / f"out_{seed}.nii.gz", d / f"out_{seed}.mat", transform=transform, seed=seed
+        mov, ref, d / f"out_{seed}.nii.gz", d / f"out_{seed}.mat", RegistrationSettings(transform=transform, seed=seed)
     )
     est = ants.read_transform(str(d / f"out_{seed}.mat"))
     # Estimated maps ref points -> moving points; true maps moving points -> ref
@@ -122,8 +122,8 @@ def test_deterministic_and_apply_transform_matches(colin_2mm, tmp_path):
     )
     mov = tmp_path / "mov.nii.gz"
     ants.image_write(moving, str(mov))
-    register_to_reference(mov, ref, tmp_path / "a.nii.gz", tmp_path / "a.mat", seed=7)
-    register_to_reference(mov, ref, tmp_path / "b.nii.gz", tmp_path / "b.mat", seed=7)
+    register_to_reference(mov, ref, tmp_path / "a.nii.gz", tmp_path / "a.mat", RegistrationSettings(seed=7))
+    register_to_reference(mov, ref, tmp_path / "b.nii.gz", tmp_path / "b.mat", RegistrationSettings(seed=7))
     pa = ants.read_transform(str(tmp_path / "a.mat")).parameters
     pb = ants.read_transform(str(tmp_path / "b.mat")).parameters
     np.testing.assert_array_equal(pa, pb)
@@ -184,13 +184,15 @@ def test_ants_cli_backend_without_ants_fails_and_writes_nothing(tmp_path):
     ref = tmp_path / "ref.nii.gz"
     nib.save(nib.Nifti1Image(np.random.default_rng(0).random((20, 20, 20), dtype=np.float32), np.eye(4)), ref)
     with pytest.raises(Exception, match="antsRegistration"):
-        register_to_reference(ref, ref, tmp_path / "o.nii.gz", tmp_path / "o.mat", backend="ants-cli")
+        register_to_reference(ref, ref, tmp_path / "o.nii.gz", tmp_path / "o.mat",
+                              RegistrationSettings(backend="ants-cli"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.nii.gz"]
 
 
 def test_rejects_unknown_transform(tmp_path):
     with pytest.raises(ValueError):
-        register_to_reference("a", "b", tmp_path / "o.nii.gz", tmp_path / "o.mat", transform="syn")
+        register_to_reference("a", "b", tmp_path / "o.nii.gz", tmp_path / "o.mat",
+                              RegistrationSettings(transform="syn"))
 
 
 def test_schedule_stops_at_finest_mm():

@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from cesynth.skullstrip import brain_mask, fsl_available, fsl_bet
+from cesynth.skullstrip import SkullStripSettings, brain_mask, fsl_available, fsl_bet
 
 COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")  # Debian package mricron-data
 COLIN_BET = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
@@ -40,7 +40,8 @@ def test_fsl_bet_through_fslpy_with_a_stand_in_fsl(tmp_path, monkeypatch):
     assert fsl_bet("in.nii.gz", "out", 0.5, False, cmdonly=True) == [bet, "in.nii.gz", "out", "-m", "-f", "0.5"]
     assert fsl_available()
     out = tmp_path / "mask.nii.gz"
-    result = brain_mask(T1C, out, backend="auto", frac=0.3, robust=True)  # auto: FSL, since $FSLDIR/bin/bet exists
+    # auto: FSL, since $FSLDIR/bin/bet exists
+    result = brain_mask(T1C, out, SkullStripSettings(backend="auto", frac=0.3, robust=True))
     words = Path(bet + ".args").read_text().split()
     assert result["backend"] == "fsl" and words[0] == str(T1C) and words[2:] == ["-m", "-f", "0.3", "-R"]
     data = nib.load(T1C).get_fdata()
@@ -50,7 +51,7 @@ def test_fsl_bet_through_fslpy_with_a_stand_in_fsl(tmp_path, monkeypatch):
 @pytest.mark.skipif(fsl_available(), reason="FSL is installed here")
 def test_fsl_backend_without_fsl_raises(tmp_path):
     with pytest.raises(RuntimeError):
-        brain_mask(T1C, tmp_path / "m.nii.gz", backend="fsl")
+        brain_mask(T1C, tmp_path / "m.nii.gz", SkullStripSettings(backend="fsl"))
     assert not (tmp_path / "m.nii.gz").exists()
 
 
@@ -58,7 +59,7 @@ def test_corrupt_input_leaves_no_output(tmp_path):
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"\x1f\x8bnot a nifti")
     with pytest.raises(Exception):
-        brain_mask(bad, tmp_path / "m.nii.gz", backend="python")
+        brain_mask(bad, tmp_path / "m.nii.gz", SkullStripSettings(backend="python"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.nii.gz"]
 
 
@@ -67,7 +68,7 @@ def colin_dice(tmp_path_factory):
     if not (COLIN.is_file() and COLIN_BET.is_file()):
         pytest.skip(f"Colin27 template absent ({COLIN}); apt-get install mricron-data")
     out = tmp_path_factory.mktemp("colin") / "mask.nii.gz"
-    res = brain_mask(COLIN, out, backend="python")
+    res = brain_mask(COLIN, out, SkullStripSettings(backend="python"))
     m = nib.load(out)
     assert m.get_data_dtype() == np.uint8
     np.testing.assert_allclose(m.affine, nib.load(COLIN).affine)
@@ -92,7 +93,7 @@ def tcga_mask(tmp_path_factory):
     if not T1C.is_file():
         pytest.skip(f"TCGA case absent ({T1C})")
     out = tmp_path_factory.mktemp("tcga") / "mask.nii.gz"
-    res = brain_mask(T1C, out, backend="python")
+    res = brain_mask(T1C, out, SkullStripSettings(backend="python"))
     return res, np.asarray(nib.load(out).dataobj) > 0, nib.load(T1C)
 
 

@@ -66,3 +66,13 @@ def test_residual_output_needs_t1_first_and_a_head_without_batch_norm():
     assert any("ref: hrfcn3d_ref keeps the reference code's BN + ReLU head" in p for p in S.check_config(config))
     config["models"]["ref"]["output"] = "direct"
     assert S.check_config(config) == []
+
+
+def test_a_training_job_gets_time_for_its_steps_not_its_epochs():
+    paper = copy.deepcopy(CONFIG)
+    update_config(paper, yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
+    settings = S.model_settings(paper, "hrfcn3d")
+    assert (S.training_minutes(settings, "stage1"), S.training_minutes(settings, "stage2")) == (460, 160)
+    # the same epochs with 20x fewer steps (the demo's 100 per epoch) need far less time
+    demo = {**settings, "steps_per_epoch": 100}
+    assert S.training_minutes(demo, "stage1") == 60 + 20

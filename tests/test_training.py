@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from cesynth.data import PatchSampler, StepBatches
-from cesynth.training import Collapsed, Interrupted, load_weights, run_distributed, train_stage
+from cesynth.training import TRAINERS, Collapsed, Interrupted, StageJob, StageTrainer, load_weights, register_trainer, \
+    run_distributed, train_stage
 
 SPEC = {"architecture": "unet3d", "inputs": ["t1", "t2", "adc"], "width": 0.0625}
 
@@ -21,11 +22,15 @@ def settings(epochs=2, steps=4, lr=3e-3, **extra):
             "stage1": {"lambdas": [1.0, 1.0, 1.0], "lr": lr, "epochs": epochs}}
 
 
+def job(stacks, out, s, **kw):
+    """A stage-1 job of SPEC on three training stacks (the rest validate), writing under ``out``."""
+    return StageJob(**{"train_stacks": stacks[:3], "val_stacks": stacks[3:], "model_spec": SPEC, "stage": s["stage1"],
+                       "training": s, "weights_out": out / "w.pt", "history_out": out / "h.tsv",
+                       "checkpoint_dir": out / "ckpt", "device": "cpu", **kw})
+
+
 def run(stacks, out, on_step=None, **kw):
-    s = settings(**kw)
-    return train_stage(train_stacks=stacks[:3], val_stacks=stacks[3:], model_spec=SPEC, stage=s["stage1"],
-                       training=s, weights_out=out / "w.pt", history_out=out / "h.tsv",
-                       checkpoint_dir=out / "ckpt", device="cpu", log=lambda *_: None, on_step=on_step)
+    return train_stage(job(stacks, out, settings(**kw)), log=lambda *_: None, on_step=on_step)
 
 
 def weights(path):
@@ -78,8 +83,48 @@ def test_sigterm_saves_checkpoint_and_resume_matches_uninterrupted_run(stacks, t
 def test_changed_configuration_does_not_resume_stale_checkpoint(stacks, tmp_path):
     torch.set_num_threads(1)
     run(stacks, tmp_path, epochs=1, steps=2)
-    run(stacks, tmp_path, epochs=1, steps=2, lr=1e-4)  # same checkpoint dir, other learning rate
-    assert list((tmp_path / "ckpt").glob("stale-*.pt")), "the old checkpoint must be kept aside, not resumed"
+    old = weights(tmp_path / "w.pt")
+    # Same checkpoint dir, other learning rate: resuming would find epoch 1 done and keep the old weights.
+    history = run(stacks, tmp_path, epochs=1, steps=2, lr=1e-4)
+    [stale] = (tmp_path / "ckpt").glob("stale-*.pt")
+    assert_same_weights(torch.load(stale)["model"], old)  # the old checkpoint, kept aside
+    # ...and training restarted from step 0: the same weights and history as a fresh run at the new rate
+    run(stacks, tmp_path / "fresh", epochs=1, steps=2, lr=1e-4)
+    assert_same_weights(weights(tmp_path / "w.pt"), weights(tmp_path / "fresh" / "w.pt"))
+    assert [row["epoch"] for row in history] == [1] and history[0]["lr"] == 1e-4
+    assert any(not torch.equal(old[k], v) for k, v in weights(tmp_path / "w.pt").items())
+
+
+def test_the_trainer_is_chosen_by_name_and_sets_its_state_in_init(stacks, tmp_path):
+    @register_trainer
+    class RecordingTrainer(StageTrainer):
+        """A variant that records its steps, and which attributes exist after __init__ and at the end."""
+        steps_taken, attributes = [], {}
+
+        def __init__(self, job, log=print):
+            super().__init__(job, log)
+            self.attributes["init"] = set(vars(self))
+
+        def train_step(self, batch):
+            self.steps_taken.append((self.epoch, self.step))
+            return super().train_step(batch)
+
+        def on_train_end(self):
+            self.attributes["end"] = set(vars(self))
+            super().on_train_end()
+
+    try:
+        run(stacks, tmp_path / "variant", epochs=1, steps=2, trainer="RecordingTrainer")
+    finally:
+        del TRAINERS["RecordingTrainer"]
+    assert RecordingTrainer.steps_taken == [(0, 0), (0, 1)]
+    assert RecordingTrainer.attributes["end"] == RecordingTrainer.attributes["init"]  # nothing added on the way
+    assert "net" not in RecordingTrainer.attributes["init"]  # one name for the training net: model
+    # the variant changed nothing else: the same weights as the default trainer's
+    run(stacks, tmp_path / "default", epochs=1, steps=2)
+    assert_same_weights(weights(tmp_path / "variant" / "w.pt"), weights(tmp_path / "default" / "w.pt"))
+    with pytest.raises(ValueError, match="training.trainer 'Nope' is not a registered trainer; known: StageTrainer"):
+        run(stacks, tmp_path / "unknown", epochs=1, steps=1, trainer="Nope")
 
 
 def kill_mid_write(path):
@@ -159,10 +204,10 @@ def test_distributed_data_parallel_on_cpu_matches_one_process_with_the_whole_bat
     s["local_norm"] = "all"
     kwargs = dict(train_stacks=[str(p) for p in stacks[:3]], val_stacks=[str(stacks[3])], model_spec=SPEC,
                   stage=s["stage1"], device="cpu")
-    train_stage(**kwargs, training=s, weights_out=tmp_path / "one.pt", history_out=tmp_path / "one.tsv",
-                checkpoint_dir=tmp_path / "ckpt1", log=lambda *_: None)
-    run_distributed(2, **kwargs, training={**s, "batch_size": 1}, weights_out=str(tmp_path / "two.pt"),
-                    history_out=str(tmp_path / "two.tsv"), checkpoint_dir=str(tmp_path / "ckpt2"))
+    train_stage(StageJob(**kwargs, training=s, weights_out=tmp_path / "one.pt", history_out=tmp_path / "one.tsv",
+                         checkpoint_dir=tmp_path / "ckpt1"), log=lambda *_: None)
+    run_distributed(2, StageJob(**kwargs, training={**s, "batch_size": 1}, weights_out=str(tmp_path / "two.pt"),
+                                history_out=str(tmp_path / "two.tsv"), checkpoint_dir=str(tmp_path / "ckpt2")))
     one, two = (pd.read_csv(tmp_path / f"{n}.tsv", sep="\t").iloc[0] for n in ("one", "two"))
     for key in ("train_total", "train_local", "val_total"):  # losses: see test_channels_last_and_tensorboard
         assert two[key] == pytest.approx(one[key], rel=1e-5)
@@ -173,9 +218,7 @@ def test_distributed_data_parallel_on_cpu_matches_one_process_with_the_whole_bat
 def test_cuda_training_with_all_gpu_options(stacks, tmp_path):
     s = settings(epochs=1, steps=2)
     s.update(amp=True, num_workers=2, channels_last=True)
-    train_stage(train_stacks=stacks[:3], val_stacks=stacks[3:], model_spec=SPEC, stage=s["stage1"], training=s,
-                weights_out=tmp_path / "w.pt", history_out=tmp_path / "h.tsv", checkpoint_dir=tmp_path / "c",
-                device="cuda", log=lambda *_: None)
+    train_stage(job(stacks, tmp_path, s, device="cuda"), log=lambda *_: None)
     assert torch.backends.cudnn.benchmark
     assert all(torch.isfinite(v).all() for v in weights(tmp_path / "w.pt").values())
 
@@ -216,9 +259,7 @@ def test_a_collapsing_net_ends_with_one_message_and_no_weights(stacks, tmp_path,
     torch.set_num_threads(1)
     s = settings(epochs=3, steps=4, lr=lr)
     with pytest.raises(Exception) as caught:
-        train_stage(train_stacks=stacks[:3], val_stacks=stacks[3:], model_spec=SPEC, stage=s["stage1"], training=s,
-                    weights_out=tmp_path / "w.pt", history_out=tmp_path / "h.tsv", checkpoint_dir=tmp_path / "ck",
-                    device="cpu", log=lambda *_: None, name="unet3d stage 1")
+        train_stage(job(stacks, tmp_path, s, name="unet3d stage 1"), log=lambda *_: None)
     assert isinstance(caught.value, Collapsed)
     message = str(caught.value)
     assert message.startswith("unet3d stage 1 collapsed at epoch 1, step ")

@@ -32,6 +32,16 @@ def snakemake(workdir, *args, check=True, configs=()):
     return result
 
 
+def assert_drawn_figure(png):
+    """A PNG figure with something on it: a plot-sized canvas, not blank, more than a few flat colours."""
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(png)[..., :3]
+    assert min(pixels.shape[:2]) >= 200, pixels.shape
+    assert (pixels < 0.9).any(axis=-1).mean() > 0.02, "more than 2% of the canvas is drawn on"
+    assert len(np.unique(pixels.reshape(-1, 3).round(2), axis=0)) > 20
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("study")
@@ -72,12 +82,15 @@ def test_whole_study_produces_metrics_tests_and_figures(finished_run):
 
     # the local-loss ablation fine-tunes hrfcn3d's stage-1 weights instead of training its own
     assert not (results / "models" / "hrfcn3d_r10" / "stage1").exists()
-    for study in ("ablation_inputs", "ablation_local_loss"):
-        assert (results / "studies" / study / "summary.tsv").stat().st_size > 0
+    studies = {"ablation_inputs": ["hrfcn3d_t1", "hrfcn3d"], "ablation_local_loss": ["hrfcn3d_r10", "hrfcn3d"]}
+    for study, models in studies.items():  # config/tiny.yaml's
+        table = pd.read_csv(results / "studies" / study / "summary.tsv", sep="\t")
+        assert list(table.model) == ["identity", *models]
+        # mean ± sd (sd nan: the tiny cohort has one test-A scan)
+        assert table["set test_A psnr_brain"].str.fullmatch(r"\d+\.\d+ ± (\d+\.\d+|nan)").all(), table
 
     for name in ("qualitative", "metric_distributions", "training_curves"):
-        png = results / "studies" / "baselines" / f"{name}.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        assert_drawn_figure(results / "studies" / "baselines" / f"{name}.png")
 
     # One prediction read back with its own scan's stack: it lies on that scan's model grid, is 0
     # exactly outside that scan's brain, varies inside it, and gives the metrics the table holds
@@ -93,7 +106,11 @@ def test_whole_study_produces_metrics_tests_and_figures(finished_run):
     again = score_predictions([synth_path], [stack_path], [row.scan]).iloc[0]
     for key in ("mae_brain", "psnr_brain", "ssim_brain", "psnr_tumour"):
         assert again[key] == pytest.approx(row[key], nan_ok=True), key
-    assert (results / "benchmarks" / "coregister").is_dir() and (results / "logs" / "train_stage1").is_dir()
+    # every heavy job measured and logged: a benchmark row per registration, the epochs in the training log
+    benchmarks = [pd.read_csv(p, sep="\t") for p in (results / "benchmarks" / "coregister").glob("*.tsv")]
+    assert len(benchmarks) == 3 * len(split) and all(b.s.iloc[0] > 0 for b in benchmarks)  # t1, t2, adc per scan
+    log = (results / "logs" / "train_stage1" / "hrfcn3d.log").read_text()
+    assert [json.loads(line)["epoch"] for line in log.splitlines() if line.startswith('{"epoch"')] == [1]
 
 
 def test_every_test_scan_of_every_model_has_an_uncertainty_map_scored_against_its_error(finished_run):
@@ -122,8 +139,7 @@ def test_every_test_scan_of_every_model_has_an_uncertainty_map_scored_against_it
     assert again.spearman == pytest.approx(row.spearman) and again.auroc == pytest.approx(row.auroc)
     calibration = pd.read_csv(results / "models" / "hrfcn3d" / "uncertainty_calibration.tsv", sep="\t")
     assert sorted(calibration.decile.unique()) == list(range(1, 11)) and set(calibration.scan) == set(test_scans)
-    png = results / "studies" / "baselines" / "uncertainty_calibration.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert_drawn_figure(results / "studies" / "baselines" / "uncertainty_calibration.png")
 
 
 def test_finished_run_has_nothing_left_to_do(finished_run):

@@ -1,9 +1,9 @@
 from cesynth.io import redirect_output, write_json
-from cesynth.skullstrip import brain_mask
+from cesynth.skullstrip import SkullStripSettings, brain_mask
 
 w = snakemake.wildcards
 with redirect_output(snakemake.log[0]):
-    qc = brain_mask(snakemake.input.reference, snakemake.output.mask, scan=w.get("scan") or w.pscan,
-                    **snakemake.params.settings)
+    qc = brain_mask(snakemake.input.reference, snakemake.output.mask, SkullStripSettings(**snakemake.params.settings),
+                    scan=w.get("scan") or w.pscan)
     print(qc)
     write_json(qc, snakemake.output.qc)
