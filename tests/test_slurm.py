@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from cesynth.cohort import load_samples
 from conftest import REPO, nan_copy
@@ -122,6 +123,18 @@ def preprocessed(tmp_path_factory):
     return work, configs
 
 
+def stage1_minutes(configs) -> int:
+    """The time limit train_stage1 asks for under ``configs`` (merged over config.yaml), from the study's formula."""
+    from snakemake.utils import update_config
+
+    from cesynth import study
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for path in configs:
+        update_config(config, yaml.safe_load(Path(path).read_text()))
+    return study.training_minutes(study.model_settings(config, MODEL), "stage1")
+
+
 def sbatch_calls(log: str) -> dict[str, str]:
     """`sbatch call:` lines (Snakemake --verbose) by their --comment (rule_<name>[_wildcards_<w>])."""
     calls = {}
@@ -177,7 +190,7 @@ def test_cpu_and_gpu_rules_run_through_sbatch(cluster, preprocessed):
     assert "--cpus-per-task=1" in cpu and "--ntasks=1" in cpu
     assert "gpu" not in cpu.replace(f"-p {CPU_PARTITION}", "").replace("--job-name", "").lower(), cpu
     assert "--gpus=1" in gpu and "--ntasks-per-gpu=1" in gpu, gpu
-    assert f"-p {GPU_PARTITION}" in gpu and "-t 70" in gpu and f"--mem {train_mem}" in gpu
+    assert f"-p {GPU_PARTITION}" in gpu and f"-t {stage1_minutes(configs)} " in gpu and f"--mem {train_mem}" in gpu
     assert f"--cpus-per-task={min(TRAIN_THREADS, node_cpus)}" in gpu  # the rule's threads, not capped at 1
     assert "-A " not in cpu and "-A " not in gpu  # no account on this cluster
     assert f"-D {work}" in cpu and "--deployment-method conda" not in calls["rule_split"]  # opt-in: --sdm conda
