@@ -26,8 +26,9 @@ if PREDICT.get("samplesheet"):
     PREDICT_DICOM_OUT = [s for s in PREDICT_SAMPLES.scan
                          if P.wants_dicom(PREDICT["dicom_output"], P.REFERENCE in PREDICT_DICOM.get(s, {}))]
     # The uncertainty map beside each synthesis (predict.uncertainty), as NIfTI and, with the synthesis, DICOM.
-    PREDICT_UNCERTAINTY = ["uncertainty", "uncertainty_model", "uncertainty_sidecar"] if PREDICT["uncertainty"] else []
-    PREDICT_DICOM_KINDS = ["dicom"] + ["uncertainty_dicom"] * bool(PREDICT["uncertainty"])
+    PREDICT_MAP = bool(PREDICT["uncertainty"])
+    PREDICT_UNCERTAINTY = ["uncertainty", "uncertainty_model", "uncertainty_sidecar"] if PREDICT_MAP else []
+    PREDICT_DICOM_KINDS = ["dicom", "uncertainty_dicom"] if PREDICT_MAP else ["dicom"]
 
     wildcard_constraints:
         pscan="|".join(map(re.escape, PREDICT_SAMPLES.scan)),
@@ -185,7 +186,7 @@ if PREDICT.get("samplesheet"):
             synth=predict_out("synth"),
             sidecar=predict_out("sidecar"),
             t1_series=lambda w: PREDICT_DICOM.get(w.pscan, {}).get(P.REFERENCE, []),
-            **{k: predict_out(k) for k in PREDICT_UNCERTAINTY[:1]},
+            **({"uncertainty": predict_out("uncertainty")} if PREDICT_MAP else {}),
         output:
             **{k: directory(predict_out(k)) for k in PREDICT_DICOM_KINDS},
         params:
