@@ -157,9 +157,9 @@ def predict_scan(predictor: Predictor, *, scan: str, stack_path, t1_path, inputs
     return sidecar
 
 
-UNCERTAINTY_COMMENT = ("UNCERTAINTY of the SYNTHETIC contrast-enhanced T1 of the same study: per-voxel standard "
-                       "deviation of the synthesis over test-time augmented views (docs/uncertainty.md); bright = "
-                       "do not trust the synthesis there. Not an acquired image.")
+UNCERTAINTY_COMMENT = ("UNCERTAINTY of the SYNTHETIC contrast-enhanced T1 of the same study (docs/uncertainty.md; "
+                       "the NIfTI sidecar names the method): bright = do not trust the synthesis there. "
+                       "Not an acquired image.")
 
 
 def write_dicom(synth_path, out_dir, *, patient: str, model_name: str, t1_series=None, uncertainty_path=None,

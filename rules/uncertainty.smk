@@ -3,7 +3,7 @@
 
 
 rule uncertainty:
-    """Uncertainty map of every test scan's synthesis (uncertainty.method; tta: test-time augmentation)."""
+    """Uncertainty map of every test scan's synthesis (uncertainty.method, docs/uncertainty.md)."""
     input:
         weights=S.path("weights", stage=2),
         stacks=stacks(TEST),

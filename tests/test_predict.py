@@ -59,16 +59,16 @@ def test_predict_without_contrast_on_a_real_case(tmp_path):
     # positive, its sidecar naming the method and the synthesis it belongs to
     spread = nib.load(out / "FG6692_model-hrfcn3d_desc-uncertainty.nii.gz")
     assert spread.shape == native_t1.shape and np.allclose(spread.affine, native_t1.affine, atol=1e-4)
-    assert spread.header["descrip"].tobytes().startswith(b"UNCERTAINTY of a SYNTHETIC CE-T1 (cesynth tta")
+    assert spread.header["descrip"].tobytes().startswith(b"UNCERTAINTY of a SYNTHETIC CE-T1 (cesynth combined)")
     values = spread.get_fdata()
     assert np.isfinite(values).all() and values.min() >= 0 and (values[data == 0] == 0).mean() > 0.99
     assert (values[brain & (data > 0)] > 0).mean() > 0.9 and values.max() < 0.5
     assert nib.load(out / "FG6692_model-hrfcn3d_space-model_desc-uncertainty.nii.gz").shape == (32, 32, 32)
     spread_sidecar = json.loads((out / "FG6692_model-hrfcn3d_desc-uncertainty.json").read_text())
-    assert spread_sidecar["method"] == "tta" and spread_sidecar["uncertainty"]["views"] == ["flip_x", "z1", "z2", "yx2"]
+    assert spread_sidecar["method"] == "combined" and spread_sidecar["uncertainty"]["views"] == ["flip_x", "z1", "z2", "yx2"]
     assert spread_sidecar["synthesis"].endswith("FG6692_model-hrfcn3d_desc-synthetic_ce_t1.nii.gz")
     assert spread_sidecar["weights_sha256"] == sidecar["weights_sha256"] and "standard deviation" in spread_sidecar["what"]
-    assert sidecar["uncertainty"] == {"method": "tta", "file": spread_sidecar["synthesis"].replace(
+    assert sidecar["uncertainty"] == {"method": "combined", "file": spread_sidecar["synthesis"].replace(
         "desc-synthetic_ce_t1", "desc-uncertainty")}
 
     png = out / "FG6692_model-hrfcn3d_desc-synthetic_panel.png"

@@ -120,7 +120,7 @@ def test_uncertainty_map_as_its_own_dicom_series_in_the_same_study(dicom_run):
     assert first.SeriesNumber == synth.SeriesNumber + 1
     assert first.SeriesDescription.startswith("UNCERTAINTY") and "SYNTHETIC" in first.SeriesDescription
     sidecar = json.loads((work / f"{OUT}/FG6692_model-hrfcn3d_desc-uncertainty.json").read_text())
-    assert sidecar["method"] == "tta"
+    assert sidecar["method"] == "combined"  # config.yaml's
 
 
 def test_model_card_beside_the_weights_matches_the_study_table(dicom_run):

@@ -91,8 +91,7 @@ REGISTRIES = {
     "preprocess.equalization": preprocessing.EQUALIZATION_METHODS,
     "split.validation": cohort.VALIDATION,
     "inference.tiling": inference.TILINGS,
-    # A label of the map, not dispatched on: test-time augmentation is the one method cesynth/uncertainty.py has.
-    "uncertainty.method": ("tta",),
+    "uncertainty.method": uncertainty.METHODS,
     "uncertainty.views[]": uncertainty.VIEWS,
     "models.*.architecture": models.ARCHITECTURES,
     "evaluation.protocol": metrics.PROTOCOLS,

@@ -8,7 +8,7 @@ import torch
 from cesynth.inference import predict_volume
 from cesynth.io import Stack
 from cesynth.models import build_model
-from cesynth.uncertainty import VIEWS, View, auroc, evaluate_scan, scan_map, tta_views, views_for
+from cesynth.uncertainty import VIEWS, View, auroc, departure_and_texture, evaluate_scan, scan_map, tta_views, views_for
 
 SETTINGS = {"inference": {"stride": 3, "batch_size": 4, "tiling": "window"},
             "uncertainty": {"method": "tta", "views": ["flip_x", "z1", "z2", "yx2"], "smooth": 0.0}}
@@ -83,6 +83,37 @@ def test_map_of_a_real_network_is_zero_outside_the_brain_and_smoothing_spreads_i
         assert spread.shape == brain.shape and spread.dtype == np.float32
         assert not spread[~brain].any() and np.median(spread[brain]) > 1e-3
     assert smooth[brain].std() < raw[brain].std()
+
+
+def test_combined_terms_are_the_departure_from_the_t1_and_the_texture_only_where_they_are():
+    shape = (5, 16, 16)
+    brain = np.zeros(shape, bool)
+    brain[:, 2:14, 2:14] = True
+    t1 = np.full(shape, 0.4, np.float32)
+    assert not departure_and_texture(t1, t1, brain).any()  # a flat synthesis equal to the T1: nothing to flag
+    brighter = t1 + 0.2  # flat, brighter everywhere: the departure, no texture
+    np.testing.assert_allclose(departure_and_texture(brighter, t1, brain)[brain], 0.2, atol=1e-6)
+    edge = t1.copy()
+    edge[..., 8:] = 0.6  # an edge, the T1 unchanged on the left: texture at the edge, departure on the right
+    terms = departure_and_texture(edge, t1, brain)
+    assert not terms[~brain].any() and terms[2, 8, 3] < 1e-6
+    assert terms[2, 8, 7] > 0.05 and terms[2, 8, 12] == pytest.approx(0.2, abs=1e-3)
+
+
+def test_the_combined_map_is_the_tta_map_plus_its_model_free_terms(stacks):
+    torch.manual_seed(0)
+    model = build_model("hrfcn3d", 2, 0.0625, "residual").eval()
+    payload = {"model_spec": {"inputs": ["t1", "t2"]}, "patch": [3, 32, 32]}
+    stack = Stack(stacks[0])
+    brain = np.asarray(stack["brain_mask"]) > 0
+    synth = np.clip(predict_volume(model, 3, np.ascontiguousarray(stack.get(["t1", "t2"])), SETTINGS["inference"]),
+                    0, 1) * brain
+    tta = scan_map(model, payload, stack, synth, SETTINGS)
+    combined = scan_map(model, payload, stack, synth, {**SETTINGS, "uncertainty": {**SETTINGS["uncertainty"],
+                                                                                     "method": "combined"}})
+    expected = tta + departure_and_texture(synth, np.asarray(stack["t1"]), brain)
+    np.testing.assert_allclose(combined, expected, atol=1e-6)
+    assert (combined[brain] - tta[brain]).mean() > 1e-3
 
 
 def test_auroc_by_hand_with_ties_and_empty_classes():
