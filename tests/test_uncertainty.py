@@ -8,7 +8,7 @@ import torch
 from cesynth.inference import predict_volume
 from cesynth.io import Stack
 from cesynth.models import build_model
-from cesynth.uncertainty import VIEWS, View, auroc, departure_and_texture, evaluate_scan, scan_map, tta_views, views_for
+from cesynth.uncertainty import SPREAD_WEIGHT, VIEWS, View, auroc, departure_and_texture, evaluate_scan, scan_map, tta_views, views_for
 
 SETTINGS = {"inference": {"stride": 3, "batch_size": 4, "tiling": "window"},
             "uncertainty": {"method": "tta", "views": ["flip_x", "z1", "z2", "yx2"], "smooth": 0.0}}
@@ -111,7 +111,7 @@ def test_the_combined_map_is_the_tta_map_plus_its_model_free_terms(stacks):
     tta = scan_map(model, payload, stack, synth, SETTINGS)
     combined = scan_map(model, payload, stack, synth, {**SETTINGS, "uncertainty": {**SETTINGS["uncertainty"],
                                                                                      "method": "combined"}})
-    expected = tta + departure_and_texture(synth, np.asarray(stack["t1"]), brain)
+    expected = SPREAD_WEIGHT * tta + departure_and_texture(synth, np.asarray(stack["t1"]), brain)
     np.testing.assert_allclose(combined, expected, atol=1e-6)
     assert (combined[brain] - tta[brain]).mean() > 1e-3
 
