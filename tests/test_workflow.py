@@ -154,6 +154,8 @@ def test_report_is_self_contained_html(finished_run):
     for name in ("qualitative.png", "metric_distributions.png", "training_curves.png", "summary.html",
                  "uncertainty_calibration.png", "uncertainty.html"):
         assert name in html
+    # a caption that docutils could not parse (e.g. |error| read as a substitution) is shown as an error box
+    assert 'class="problematic"' not in html and "System Message" not in html
 
 
 def test_bad_inputs_stop_the_run_before_any_work(tmp_path):
