@@ -1,5 +1,6 @@
-"""Section ``uncertainty``: what the test-time-augmentation map (``uncertainty.method: tta``) costs beside one
-synthesis, for hrfcn3d at paper width on the paper's 192x256x192 grid.
+"""Section ``uncertainty``: what the uncertainty map costs beside one synthesis, for hrfcn3d at paper width on the
+paper's 192x256x192 grid: its test-time-augmentation spread (``uncertainty.method: tta``) and the model-free terms
+that ``combined`` adds (measured directly).
 
 A view is one more sliding-window synthesis of the (changed) volume: a mirrored view costs one synthesis, a view
 moved by N slices predicts the windows of N more slices, a view moved in plane predicts slices padded up to the
@@ -40,6 +41,22 @@ def child_windows(pads: list[int], batch: int, repeats: int = 2, architecture: s
     return {str(pad): seconds for pad, seconds in best.items()}
 
 
+def model_free_seconds(repeats: int) -> float:
+    """Seconds of the ``combined`` map's model-free terms (departure from the T1, texture) on the paper grid,
+    fastest of ``repeats``."""
+    from cesynth.uncertainty import departure_and_texture
+
+    rng = np.random.default_rng(0)
+    synth, t1 = (rng.random(PAPER_SHAPE_ZYX, dtype=np.float32) for _ in range(2))
+    brain = np.ones(PAPER_SHAPE_ZYX, bool)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        departure_and_texture(synth, t1, brain)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def windows(n_z: int, stride: int, window: int = PATCH[0]) -> int:
     """Windows :func:`cesynth.inference.sliding_window` predicts over ``n_z`` slices (the last one always)."""
     return len(range(0, n_z - window + 1, stride)) + ((n_z - window) % stride != 0)
@@ -67,5 +84,8 @@ def run(quick: bool) -> list[dict]:
                         f"stride {stride}, extra time beside the synthesis", extra / 60, "min", extra / one,
                         f"one synthesis (stride {stride})", f"extrapolated: seconds per window measured on {batch} "
                         f"windows, fastest of 2 ({seconds[0]:.2f} s plain, {seconds[max(seconds)]:.2f} s padded in plane)"))
+    rows.append(row("uncertainty", "combined map: its model-free terms (departure from the T1, texture), 192x256x192",
+                    model_free_seconds(2 if quick else 3), "s", None, "", "measured, fastest of the repeats; one "
+                    "process, no child"))
     rows.append(row("uncertainty", "tta map: extra training", 0, "s", None, "", "none: the trained model as it is"))
     return rows
