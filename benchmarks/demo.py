@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.run import REPO, row
+
 RUNS_ENV = "CESYNTH_DEMO_RUNS"
 TIMING = "demo_timing.json"
 
@@ -82,8 +83,6 @@ def runs() -> dict[str, Path]:
 
 
 def rows() -> list[dict]:
-    from benchmarks.run import row
-
     found = runs()
     if not found:  # a 25-minute run per commit is not part of every benchmark run
         print(f"section demo: no rows (set {RUNS_ENV}=label=DIR,... to finished `python -m benchmarks.demo` runs)",

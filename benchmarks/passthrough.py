@@ -8,14 +8,13 @@ imports included (a job is a process of its own).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.run import REPO, row, snakemake_executable
+
 TARGET_S = 2.0
 
 
@@ -23,7 +22,7 @@ def job_seconds(work: Path) -> pd.DataFrame:
     """Per job of the passthrough scans: rule, scan, wall and CPU seconds."""
     sheet = pd.read_csv(REPO / "config" / "real" / "samples.tsv", sep="\t")
     passthrough = set(sheet.scan[(sheet.registration == "none") & (sheet.skullstrip == "none")])
-    snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
+    snakemake = snakemake_executable()
     work.mkdir(parents=True)
     (work / "config").symlink_to(REPO / "config")  # the sheet's paths are relative to the working directory
     done = subprocess.run([snakemake, "-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2",
@@ -42,8 +41,6 @@ def job_seconds(work: Path) -> pd.DataFrame:
 
 
 def rows(tmp: Path) -> list[dict]:
-    from benchmarks.run import row
-
     jobs = job_seconds(tmp / "passthrough")
     out = []
     for rule, group in jobs.groupby("rule"):

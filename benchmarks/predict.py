@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.run import REPO, snakemake_executable
+
 CASE = REPO.parent / "shared" / "data" / "tcga-fg-6692"
 MODALITIES = ("t1", "t2", "flair")
 # The CPU path: bf16 on AMX, and config.yaml's non-overlapping windows (stride 3, the reference code's tiling)
@@ -72,7 +71,7 @@ def run(work: Path) -> dict:
     own = work / "predict.yaml"
     own.write_text(yaml.safe_dump({**OVERRIDES, "predict": {"samplesheet": str(sheet), "model": "hrfcn3d",
                                                             "weights": str(weights), "uncertainty": False}}))
-    snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
+    snakemake = snakemake_executable()
     command = [snakemake, "-s", str(REPO / "Snakefile"), "--directory", str(work), "predict", "--cores", "2",
                "--configfile", str(REPO / "config" / "paper.yaml"), str(own)]
     load_before, started = os.getloadavg()[0], time.perf_counter()

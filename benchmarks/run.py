@@ -54,6 +54,11 @@ GPU_TFLOPS = 400.0
 ARCHITECTURES = ["unet2d", "unet3d", "hrfcn2d", "hrfcn3d", "hrfcn3d_ref"]
 
 
+def snakemake_executable() -> str:
+    """The snakemake of this Python's environment (the venv the benchmarks run in), else the one on PATH."""
+    return shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller training widths (< 20 min)")
@@ -419,7 +424,7 @@ def dry_run_seconds(tmp: Path, n_scans: int) -> tuple[float, int]:
     sheet = write_sheet(tmp / f"sheet{n_scans}", n_scans)
     workdir = tmp / f"dag{n_scans}"
     workdir.mkdir()
-    snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
+    snakemake = snakemake_executable()
     t = time.perf_counter()
     proc = subprocess.run([snakemake, "-n", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
                            "--cores", "1", "--config", f"input={{source: samplesheet, samplesheet: {sheet}}}"],
