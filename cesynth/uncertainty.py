@@ -158,8 +158,8 @@ _TTA = ("the per-voxel standard deviation of the synthetic CE-T1 over test-time 
 # uncertainty.method -> how to read its map (sidecars, DICOM comments, report captions).
 METHODS = {
     "tta": f"{_TTA[0].upper()}{_TTA[1:]}",
-    "combined": (f"The sum of {SPREAD_WEIGHT:g} x {_TTA}, of |synthesis - T1| (contrast the model drew) and of the synthesis's "
-                 "local standard deviation (edges, vessels), smoothed"),
+    "combined": (f"The sum of {SPREAD_WEIGHT:g} x {_TTA}, of |synthesis - T1| (contrast the model drew) and of the "
+                 "synthesis's local standard deviation (edges, vessels), smoothed"),
 }
 _UNITS_AND_LIMITS = (", in the synthesis's intensity units (equalized [0, 1] brain). Bright = do not trust the "
                      "synthetic contrast there. Dark does not prove the synthesis right: a lesion the model never "
@@ -178,10 +178,10 @@ def write_prediction_map(model_space, model_affine, native, native_affine, out: 
     """
     from .io import save_nifti, write_json
 
-    description = describe(record["uncertainty"])
+    description, method = describe(record["uncertainty"]), record["uncertainty"]["method"]
     save_nifti(native, native_affine, out["uncertainty"], description=description)
     save_nifti(model_space, model_affine, out["uncertainty_model"], description=description)
-    sidecar = {"synthetic": True, "what": how_to_read(record["uncertainty"]["method"]), "method": record["uncertainty"]["method"], **record,
+    sidecar = {"synthetic": True, "what": how_to_read(method), "method": method, **record,
                "space": {"uncertainty": "native grid of the input T1", "uncertainty_model": "model grid (RAS, resized)"},
                "nifti_descrip": description}
     write_json(sidecar, out["uncertainty_sidecar"])
