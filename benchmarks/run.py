@@ -10,8 +10,10 @@ Sections (docs/training.md explains the design):
   ``inference.cpu_bf16``;
 - dag: ``snakemake -n`` on a generated sample sheet of 1,000 scans (100 scans = baseline);
 - training: seconds per step and peak RSS of train_stage per model at the paper patch and batch,
-  eager vs channels_last vs torch.compile, on the CPU (and CUDA when present); whether a bf16
-  autocast 3D-conv backward survives on this CPU (why training has no CPU bf16 option);
+  eager vs channels_last vs torch.compile, on the CPU (and CUDA when present);
+- cpu_bf16: ``training.cpu_bf16`` at the demo's size (width 0.125, patch 3 x 32 x 32, one thread), float32 vs
+  bf16 seconds per step per model, and whether the bf16 weight gradient of a 3D convolution survives at the
+  limit slice (``cesynth.device.CPU_BF16_MAX_SLICE_VOXELS``) and above it;
 - preprocessing: :func:`benchmarks.preprocessing.run`;
 - predict: one new patient end to end, ``snakemake predict --cores 2`` at the paper's grid with hrfcn3d
   at width 1 on the fast CPU path (:mod:`benchmarks.predict`), wall time and peak RSS measured;
@@ -52,6 +54,8 @@ INPUTS = ["t1", "t2", "adc"]
 # SXM's 989 dense bf16 TFLOP/s. A training step costs ~3x the forward FLOPs (forward + backward).
 GPU_TFLOPS = 400.0
 ARCHITECTURES = ["unet2d", "unet3d", "hrfcn2d", "hrfcn3d", "hrfcn3d_ref"]
+# config.yaml's demo: model grid (Z, Y, X), width and training patch
+DEMO_SHAPE_ZYX, DEMO_WIDTH, DEMO_PATCH = (48, 64, 48), 0.125, (3, 32, 32)
 
 
 def snakemake_executable() -> str:
@@ -446,17 +450,17 @@ def bench_dag(tmp: Path, quick: bool):
 
 # ----------------------------------------------------------------------------- d. training steps
 
-def child_train(stacks, architecture, width, steps, device, channels_last=False, compile=False):
-    """Seconds per train_stage step (after the first, which includes warm-up and compilation)."""
+def child_train(stacks, architecture, width, steps, device, patch=PATCH, **options):
+    """Seconds per train_stage step (median after the first, which includes warm-up and compilation);
+    ``options``: training keys such as channels_last, compile, cpu_bf16."""
     import torch
 
     from cesynth.training import StageJob, train_stage
 
     _threads()
     stamps = []
-    training = {"seed": 0, "batch_size": BATCH, "patch": list(PATCH), "steps_per_epoch": steps + 1, "ssim": "ssim",
-                "local_norm": "mask", "target": "ce_t1", "progress": False, "amp": True,
-                "channels_last": channels_last, "compile": compile}
+    training = {"seed": 0, "batch_size": BATCH, "patch": list(patch), "steps_per_epoch": steps + 1, "ssim": "ssim",
+                "local_norm": "mask", "target": "ce_t1", "progress": False, "amp": True, **options}
     out = Path(tempfile.mkdtemp(prefix="train-"))
     stamps.append(time.perf_counter())
     job = StageJob(train_stacks=stacks, val_stacks=[], model_spec={"architecture": architecture, "inputs": INPUTS,
@@ -470,15 +474,16 @@ def child_train(stacks, architecture, width, steps, device, channels_last=False,
     return result
 
 
-def child_bf16_conv3d_backward():
-    """A bf16-autocast Conv3d forward and backward at a training-like size (crashes torch 2.13 on AMX CPUs)."""
+def child_bf16_conv3d_backward(side: int):
+    """The bf16-autocast weight gradient of a channels-last Conv3d 8->8 on 3 patches of 3 x side x side (torch
+    2.13 on AMX CPUs corrupts the heap at about 8,192 voxels per slice)."""
     import torch
 
     from cesynth.device import bf16_autocast
 
     _threads()
-    conv = torch.nn.Conv3d(32, 32, 3, padding=1)
-    x = torch.rand(3, 32, 3, 128, 96, requires_grad=True)
+    conv = torch.nn.Conv3d(8, 8, 3, padding=1).to(memory_format=torch.channels_last_3d)
+    x = torch.rand(3, 8, 3, side, side).to(memory_format=torch.channels_last_3d)
     with bf16_autocast(torch.device("cpu"), cpu=True):
         y = conv(x)
     y.float().sum().backward()
@@ -514,12 +519,6 @@ def bench_training(tmp: Path, quick: bool):
                             f"{architecture} eager",
                             f"median of {steps} step(s) after the first ({result['first']:.1f} s)"))
             rows.append(row("training", f"{case}: peak RSS", peak, "GB"))
-    probe, _, _ = run_child("child_bf16_conv3d_backward", crash_ok=True)
-    code = probe["exit"]
-    outcome = "works" if code == 0 else f"crashes (signal {-code})" if code < 0 else f"crashes (exit {code})"
-    rows.append(row("training", "CPU bf16 autocast: Conv3d 32->32 backward, batch 3x32x3x128x96", outcome, "",
-                    None, "",
-                    f"torch {torch.__version__}; training runs float32 on the CPU (amp is CUDA-only)"))
     if torch.cuda.is_available():
         for architecture in ARCHITECTURES:
             base = None
@@ -532,6 +531,36 @@ def bench_training(tmp: Path, quick: bool):
                                 f"peak {result['cuda_peak_gb']:.1f} GB allocated"))
     else:
         rows.append(row("training", "CUDA", "not measured", "", None, "", "no GPU on this machine"))
+    return rows
+
+
+def bench_cpu_bf16(tmp: Path, quick: bool):
+    """training.cpu_bf16 at the demo's size, one thread per job as config.yaml runs it, and its crash limit."""
+    import torch
+
+    from cesynth.device import CPU_BF16_MAX_SLICE_VOXELS, cpu_bf16_native
+
+    stacks, _ = make_scans(tmp / "demo_scans", 2, shape=DEMO_SHAPE_ZYX, nifti=False)
+    stacks, steps, rows = [str(s) for s in stacks], 10 if quick else 60, []
+    for architecture in ARCHITECTURES[:4]:
+        seconds = {}
+        for cpu_bf16 in (False, True):
+            result, _, _ = run_child("child_train", threads=1, stacks=stacks, architecture=architecture,
+                                     width=DEMO_WIDTH, steps=steps, device="cpu", channels_last=True,
+                                     patch=list(DEMO_PATCH), cpu_bf16=cpu_bf16)
+            seconds[cpu_bf16] = result["step"]
+            name = "bf16 (training.cpu_bf16)" if cpu_bf16 else "float32"
+            rows.append(row("cpu_bf16", f"{architecture} width {DEMO_WIDTH}, patch 3x32x32, batch {BATCH}, 1 thread, "
+                            f"channels_last, {name}: s/step", result["step"], "s", result["step"] / seconds[False],
+                            f"{architecture} float32", f"median of {steps} steps after the first"))
+    limit = int(CPU_BF16_MAX_SLICE_VOXELS ** 0.5)
+    for side in (limit, 96):
+        probe, _, _ = run_child("child_bf16_conv3d_backward", threads=1, crash_ok=True, side=side)
+        code = probe["exit"]
+        outcome = "works" if code == 0 else f"crashes (signal {-code})" if code < 0 else f"crashes (exit {code})"
+        rows.append(row("cpu_bf16", f"bf16 autocast Conv3d 8->8 weight gradient, 3 patches of 3x{side}x{side}"
+                        + (" (the limit)" if side == limit else ""), outcome, "", None, "",
+                        f"torch {torch.__version__}; native bf16 on this CPU: {cpu_bf16_native()}"))
     return rows
 
 
@@ -612,6 +641,7 @@ def child_tta_windows(**kwargs):
 
 BASELINE_REGISTRATION = "ants.registration Rigid"
 SECTIONS = {"input": bench_input, "inference": bench_inference, "dag": bench_dag, "training": bench_training,
+            "cpu_bf16": bench_cpu_bf16,
             "preprocessing": bench_preprocessing, "predict": bench_predict, "uncertainty": bench_uncertainty,
             "none": bench_none, "demo": bench_demo}
 CHILDREN = {"child_infer": child_infer, "child_train": child_train,

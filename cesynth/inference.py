@@ -28,7 +28,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from . import intensity
 from .io import Stack, save_nifti
 from .models import receptive_field
-from .device import bf16_autocast, select_device
+from .device import bf16_autocast, select_device, use_cpu_bf16
 from .weights import load_weights
 
 TILINGS = ("window", "slab")
@@ -136,7 +136,7 @@ def predict_volume(model, window: int, inputs: np.ndarray, settings: dict, devic
     ``settings``: the ``inference`` configuration (stride, batch_size, tiling, slab, cpu_bf16); ``window``:
     the training patch depth; ``halo`` (slab tiling) defaults to :func:`slice_halo`.
     """
-    tiling, cpu_bf16 = settings.get("tiling", "window"), settings.get("cpu_bf16", False)
+    tiling, cpu_bf16 = settings.get("tiling", "window"), use_cpu_bf16(settings.get("cpu_bf16", False))
     if tiling == "window":
         # A slice-wise (2D) net predicts a slice identically in every window: overlap would only repeat work.
         stride = window if model.slicewise else settings.get("stride", 1)
@@ -156,7 +156,7 @@ class InferenceSettings:
     batch_size: int = 4
     tiling: str = "window"
     slab: int = 0
-    cpu_bf16: bool = False
+    cpu_bf16: bool | str = False  # or "auto": where the CPU computes bf16 natively
     device: str = "cpu"
     amp: bool = False
 
@@ -184,7 +184,7 @@ def synthesize_scan(model, payload, stack_path, out_path, settings: InferenceSet
 def synthesize_all(weights, stack_paths, out_paths, settings: InferenceSettings):
     device = select_device(settings.device)
     model, payload = load_weights(weights, device)
-    if settings.cpu_bf16 and device.type == "cpu":
+    if use_cpu_bf16(settings.cpu_bf16) and device.type == "cpu":
         model = cpu_fast(model)
     halo = slice_halo(model) if settings.tiling == "slab" else None
     for stack_path, out_path in zip(stack_paths, out_paths):

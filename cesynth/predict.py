@@ -22,7 +22,7 @@ from .inference import InferenceSettings, cpu_fast, synthesize_scan
 from . import dicom, modelcard, uncertainty
 from .io import Stack, save_nifti, sha256, write_json
 from .plots import prediction_panel
-from .device import select_device
+from .device import select_device, use_cpu_bf16
 from .weights import load_weights
 from .study import record_differences
 from .validate import InputError, check_sheet
@@ -116,7 +116,8 @@ def predict_scan(predictor: Predictor, *, scan: str, stack_path, t1_path, inputs
                          f"{model_name!r} is configured as {model_spec}")
     check_preprocessing(weights, payload, predictor.preprocessing)
     card = modelcard.read_card(weights)
-    if inference.cpu_bf16 and device.type == "cpu":
+    cpu_bf16 = use_cpu_bf16(inference.cpu_bf16) and device.type == "cpu"
+    if cpu_bf16:
         model = cpu_fast(model)
     # window tiling whatever inference.tiling says: the uncertainty map's views move the windows of this tiling
     pred = synthesize_scan(model, payload, stack_path, out["synth_model"], replace(inference, tiling="window"))
@@ -127,7 +128,7 @@ def predict_scan(predictor: Predictor, *, scan: str, stack_path, t1_path, inputs
     digest, spread = sha256(weights), None
     if "uncertainty" in out.keys():  # the map beside it, with the synthesis's own tiling (docs/uncertainty.md)
         tta = {"inference": {"stride": inference.stride, "batch_size": inference.batch_size,
-                             "cpu_bf16": inference.cpu_bf16}, "uncertainty": settings["uncertainty"]}
+                             "cpu_bf16": cpu_bf16}, "uncertainty": settings["uncertainty"]}
         spread = uncertainty.scan_map(model, payload, stack, pred, tta, device, inference.amp)
         spread_xyz = stack.to_xyz(spread)
         uncertainty.write_prediction_map(spread_xyz, stack.affine, to_native(spread_xyz, stack.affine, t1_path)[0],

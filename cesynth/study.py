@@ -220,4 +220,18 @@ def check_config(config: dict) -> list[str]:
     patch, shape = config["training"]["patch"], config["preprocess"]["shape"]
     if patch[0] > shape[2] or patch[1] > shape[1] or patch[2] > shape[0]:
         problems.append(f"training.patch {patch} (slices, Y, X) does not fit preprocess.shape {shape} (X, Y, Z)")
-    return problems
+    return problems + cpu_bf16_problems(config)
+
+
+def cpu_bf16_problems(config: dict) -> list[str]:
+    """Models whose ``training.cpu_bf16`` cannot train their patches (:func:`cesynth.device.cpu_bf16_training_problem`)."""
+    settings = {name: model_settings(config, name) for name in config["models"]}
+    asking = [name for name, s in settings.items() if s.get("cpu_bf16") is True]  # "auto" keeps such nets in float32
+    if not asking:
+        return []
+    from .device import cpu_bf16_training_problem  # imports torch: only for a configuration that asks for CPU bf16
+    from .models import ARCHITECTURES
+
+    problems = [(name, cpu_bf16_training_problem(ARCHITECTURES[config["models"][name]["architecture"]].slicewise,
+                                                 settings[name]["patch"])) for name in asking]
+    return [f"model {name}: {problem}" for name, problem in problems if problem]

@@ -11,7 +11,9 @@ DataLoader workers.
 GPU options (``training`` keys, all optional): ``num_workers`` (DataLoader processes; batches
 are pinned on CUDA), ``amp`` (bf16 autocast where supported), ``cudnn_benchmark`` (default on),
 ``channels_last`` (NDHWC / NHWC convolutions), ``compile`` (``torch.compile``), ``tensorboard``
-(scalars under ``<stage>/tensorboard``, needs the ``tensorboard`` package). Data-parallel
+(scalars under ``<stage>/tensorboard``, needs the ``tensorboard`` package). On the CPU, ``cpu_bf16``
+trains under bf16 autocast (3D nets on patch slices of at most
+:data:`~cesynth.device.CPU_BF16_MAX_SLICE_VOXELS` voxels). Data-parallel
 training: started by torchrun (:func:`run_distributed`), every process calls :func:`train_stage`,
 which reads WORLD_SIZE/RANK/LOCAL_RANK and wraps the model in DistributedDataParallel; see
 docs/training.md.
@@ -44,7 +46,7 @@ from tqdm import tqdm
 
 from . import intensity, similarity
 from .data import PatchSampler, StepBatches
-from .device import bf16_autocast, select_device
+from .device import bf16_autocast, cpu_bf16_training, select_device
 from .io import atomic_output, remove_partial_writes, write_table
 from .losses import SynthesisLoss
 from .weights import load_weights, new_model, read_payload, safe_load, save_weights
@@ -155,11 +157,12 @@ class StageTrainer:
         self.signal, self.previous_handlers, self.writer = None, {}, None
         self.fingerprint = _fingerprint(job.model_spec, job.stage, job.training, job.train_stacks, job.init_weights)
         self.model, self.input_format = self.build_model()
+        cpu_bf16 = cpu_bf16_training(self.training.get("cpu_bf16", False), self.module.slicewise, self.training["patch"],
+                                     self.job.name)
+        self.autocast = bf16_autocast(self.device, cuda=self.training.get("amp", True), cpu=cpu_bf16)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(self.stage["lr"]))
         self.loss_fn = self.build_loss()
         self.sampler, self.validation = self.build_samplers()
-        # No CPU autocast in training: on torch 2.13 a 3D conv's bf16 backward corrupts the heap (BENCHMARKS.md).
-        self.autocast = bf16_autocast(self.device, cuda=self.training.get("amp", True))
         if self.device.type == "cuda":
             # Fixed patch shapes: autotuning pays off after the first step (it makes CUDA runs non-bitwise).
             torch.backends.cudnn.benchmark = bool(self.training.get("cudnn_benchmark", True))

@@ -132,14 +132,14 @@ def departure_and_texture(synth, t1, brain) -> np.ndarray:
 
 def write_maps(weights, stack_paths, synth_paths, out_paths, settings: dict, device="auto", amp=True):
     """The uncertainty map of every synthesis in ``synth_paths`` (NIfTI, model space), written to ``out_paths``."""
-    from .device import select_device
+    from .device import select_device, use_cpu_bf16
     from .inference import cpu_fast
     from .io import Stack, load_nifti, save_nifti
     from .weights import load_weights
 
     device = select_device(device)
     model, payload = load_weights(weights, device)
-    if settings["inference"].get("cpu_bf16") and device.type == "cpu":
+    if use_cpu_bf16(settings["inference"].get("cpu_bf16", False)) and device.type == "cpu":
         model = cpu_fast(model)  # the synthesis's own fast path, so that the views vary only by the view
     for stack_path, synth_path, out_path in zip(stack_paths, synth_paths, out_paths):
         stack = Stack(stack_path)

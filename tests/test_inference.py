@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from cesynth.device import cpu_bf16_native
 from cesynth.inference import InferenceSettings, cpu_fast, slab_inference, slice_halo, sliding_window, synthesize_scan
 from cesynth.io import Stack
 from cesynth.models import ARCHITECTURES, SynthesisNet, build_model
@@ -114,6 +115,9 @@ def test_cpu_bf16_inference_of_a_trained_model_stays_close_to_float32(stacks, tm
     # must stay within 0.003 of float32 on average, with the same error against the target
     assert error.mean() < 0.003 and error.max() < 0.05
     assert np.abs(bf16[brain] - target).mean() == pytest.approx(np.abs(float32[brain] - target).mean(), abs=0.01)
+    # config.yaml's "auto": bf16 where this CPU computes it natively, float32 elsewhere
+    auto = synthesize_scan(fast, payload, stacks[3], tmp_path / "auto.nii.gz", InferenceSettings(cpu_bf16="auto"))
+    np.testing.assert_array_equal(auto, bf16 if cpu_bf16_native() else folded)
 
 
 class GlobalContext(SynthesisNet):

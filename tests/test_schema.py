@@ -79,6 +79,7 @@ def enums(node, path=()) -> dict[str, list]:
 REGISTRIES = {
     "definitions.training.trainer": training.TRAINERS,
     "definitions.training.device": device.DEVICES,
+    "definitions.training.cpu_bf16": device.CPU_BF16_SETTINGS,
     "definitions.training.ssim": losses.SSIM_KINDS,
     "definitions.training.local_norm": losses.LOCAL_NORMS,
     "definitions.training.pixel_loss": losses.PIXEL_LOSSES,
@@ -91,6 +92,7 @@ REGISTRIES = {
     "preprocess.equalization": preprocessing.EQUALIZATION_METHODS,
     "split.validation": cohort.VALIDATION,
     "inference.tiling": inference.TILINGS,
+    "inference.cpu_bf16": device.CPU_BF16_SETTINGS,
     "uncertainty.method": uncertainty.METHODS,
     "uncertainty.views[]": uncertainty.VIEWS,
     "models.*.architecture": models.ARCHITECTURES,
@@ -113,8 +115,8 @@ def test_the_walk_finds_a_loosened_section():
 def test_every_enum_matches_its_registry():
     found = enums(SCHEMA)
     assert sorted(found) == sorted(REGISTRIES), "an enum without a registry here, or a registry without an enum"
-    mismatched = {path: (sorted(choices), sorted(REGISTRIES[path])) for path, choices in found.items()
-                  if sorted(choices) != sorted(REGISTRIES[path])}
+    mismatched = {path: (sorted(choices, key=repr), sorted(REGISTRIES[path], key=repr))
+                  for path, choices in found.items() if sorted(choices, key=repr) != sorted(REGISTRIES[path], key=repr)}
     assert mismatched == {}, "schema enum vs Python registry"
 
 

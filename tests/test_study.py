@@ -76,3 +76,17 @@ def test_a_training_job_gets_time_for_its_steps_not_its_epochs():
     # the same epochs with 20x fewer steps (the demo's 100 per epoch) need far less time
     demo = {**settings, "steps_per_epoch": 100}
     assert S.training_minutes(demo, "stage1") == 60 + 20
+
+
+def test_cpu_bf16_training_is_refused_for_3d_nets_on_patch_slices_beyond_its_limit():
+    config = copy.deepcopy(CONFIG)
+    config["preprocess"]["shape"] = [96, 96, 64]
+    config["training"].update(patch=[3, 96, 64], cpu_bf16=True)  # 6,144 voxels per slice: above 64 x 64
+    problems = S.check_config(config)
+    three_d = {m for m, e in config["models"].items() if not e["architecture"].endswith("2d")}
+    assert {p.split(":")[0] for p in problems} == {f"model {m}" for m in three_d}
+    assert all("at most 4096 voxels (Y x X), patch [3, 96, 64] has 6144" in p for p in problems)
+    config["training"]["cpu_bf16"] = "auto"  # trains those nets in float32 instead
+    assert S.check_config(config) == []
+    config["training"].update(patch=[3, 64, 64], cpu_bf16=True)
+    assert S.check_config(config) == []

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cesynth.data import PatchSampler, StepBatches
+from cesynth.device import CPU_BF16_MAX_SLICE_VOXELS, cpu_bf16_native, cpu_bf16_training
 from cesynth.training import TRAINERS, Collapsed, Interrupted, StageJob, StageTrainer, load_weights, register_trainer, \
     run_distributed, train_stage
 
@@ -271,3 +272,46 @@ def test_a_learning_net_is_not_called_collapsed(stacks, tmp_path):
     torch.set_num_threads(1)
     history = run(stacks, tmp_path, epochs=2, steps=3, lr=1e-3)  # would raise Collapsed
     assert len(history) == 2 and (tmp_path / "w.pt").exists()
+
+
+def test_cpu_bf16_training_learns_like_float32_and_keeps_3d_nets_off_the_patches_that_crash_it(stacks, tmp_path):
+    torch.set_num_threads(1)
+    plain = run(stacks, tmp_path / "plain", epochs=2, steps=4, channels_last=True)
+    bf16 = run(stacks, tmp_path / "bf16", epochs=2, steps=4, channels_last=True, cpu_bf16=True)
+    for key in ("train_total", "val_total"):  # bf16 keeps ~3 significant digits: close, and not float32 itself
+        assert bf16[-1][key] == pytest.approx(plain[-1][key], rel=0.05)
+        assert bf16[-1][key] != plain[-1][key]
+    assert bf16[-1]["train_total"] < bf16[0]["train_total"]
+    large = {**settings(), "patch": [3, 96, 96]}  # a 9,216-voxel slice: torch 2.13's bf16 3D conv gradient crashes
+    with pytest.raises(ValueError, match="at most 4096 voxels"):
+        StageTrainer(job(stacks, tmp_path / "large", {**large, "cpu_bf16": True}))
+    assert not cpu_bf16_training("auto", False, large["patch"])  # "auto" trains such a 3D net in float32 instead
+    assert cpu_bf16_training(True, True, large["patch"])  # 2D convolutions have no such limit
+    small = StageTrainer(job(stacks, tmp_path / "small", settings(cpu_bf16="auto")))
+    assert isinstance(small.autocast, torch.autocast) == cpu_bf16_native()
+    with pytest.raises(ValueError, match="cpu_bf16 must be one of"):
+        cpu_bf16_training("yes", True, large["patch"])
+
+
+def test_the_bf16_3d_convolution_gradient_at_the_cpu_bf16_limit_runs_and_matches_float32():
+    """CPU_BF16_MAX_SLICE_VOXELS rests on where torch 2.13 corrupts the heap (~8,192 voxels per slice): at the limit,
+    in a child process (a heap corruption would take pytest down with it), the bf16 weight gradient of a
+    channels-last Conv3d runs and stays within bf16 rounding of float32's. A torch that crashes earlier fails here."""
+    side = int(CPU_BF16_MAX_SLICE_VOXELS ** 0.5)
+    code = f"""
+import torch
+torch.manual_seed(0); torch.set_num_threads(1)
+conv = torch.nn.Conv3d(8, 8, 3, padding=1).to(memory_format=torch.channels_last_3d)
+x = torch.rand(3, 8, 3, {side}, {side}).to(memory_format=torch.channels_last_3d)
+grads = []
+for bf16 in (False, True):
+    conv.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        y = conv(x)
+    y.float().square().mean().backward()
+    grads.append(conv.weight.grad.clone())
+print(float((grads[1] - grads[0]).norm() / grads[0].norm()))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout) < 0.02
