@@ -174,6 +174,15 @@ def coregister(scan, moving_path, reference_path, out_image_path, out_transform_
     return register_to_reference(moving_path, reference_path, out_image_path, out_transform_path, settings)
 
 
+def coregister_scan(scan, modalities, moving_paths, reference_path, out_image_paths, out_transform_paths,
+                    settings: RegistrationSettings) -> list[dict]:
+    """:func:`coregister` every input of one scan, in one process (ANTs starts once per scan, not per input);
+    each QC dict names its modality."""
+    return [{"modality": modality, **coregister(scan, moving, reference_path, image, transform, settings)}
+            for modality, moving, image, transform
+            in zip(modalities, moving_paths, out_image_paths, out_transform_paths, strict=True)]
+
+
 def keep_on_grid(scan, moving_path, reference_path, out_image_path, out_transform_path,
                  tolerance_mm=GRID_TOLERANCE_MM) -> dict:
     """An input that is already on the reference grid: check its header, copy it unchanged and write an

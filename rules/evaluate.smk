@@ -180,7 +180,7 @@ rule overview:
 rule runtimes:
     """Wall time and memory of every heavy job, from the rules' benchmark: files."""
     input:
-        benchmarks=[benchmark("coregister", f"{s}_{m}") for s in SAMPLES.scan for m in MOVING]
+        benchmarks=[benchmark("coregister", s) for s in SAMPLES.scan]
         + [benchmark("skullstrip", s) for s in SAMPLES.scan]
         + [benchmark(f"train_stage{n}", m) for m in MODELS_IN_STUDIES for n in (1, 2)
            if n == 2 or S.stage1_owner(config, m) == m]

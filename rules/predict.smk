@@ -87,23 +87,26 @@ if PREDICT.get("samplesheet"):
         log:
             log("predict_validate", "{pscan}"),
 
-    use rule coregister as predict_coregister with:
-        input:
-            moving=lambda w: PREDICT_SAMPLES.at[w.pscan, w.pmod],
-            reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
-            validated=S.path("predict_validated"),
-        output:
-            image=S.path("predict_coregistered"),
-            transform=S.path("predict_transform"),
-            qc=S.path("predict_coreg_qc"),
-        params:
-            settings=lambda w: scan_settings(config, PREDICT_SAMPLES.loc[w.pscan], "registration"),
-        group:
-            "predict"
-        log:
-            log("predict_coregister", "{pscan}_{pmod}"),
-        benchmark:
-            benchmark("predict_coregister", "{pscan}_{pmod}")
+    if PREDICT_MOVING:  # a T1-only model registers nothing
+
+        use rule coregister as predict_coregister with:
+            input:
+                moving=lambda w: [PREDICT_SAMPLES.at[w.pscan, m] for m in PREDICT_MOVING],
+                reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
+                validated=S.path("predict_validated"),
+            output:
+                images=expand(S.path("predict_coregistered"), pmod=PREDICT_MOVING, allow_missing=True),
+                transforms=expand(S.path("predict_transform"), pmod=PREDICT_MOVING, allow_missing=True),
+                qc=expand(S.path("predict_coreg_qc"), pmod=PREDICT_MOVING, allow_missing=True),
+            params:
+                modalities=PREDICT_MOVING,
+                settings=lambda w: scan_settings(config, PREDICT_SAMPLES.loc[w.pscan], "registration"),
+            group:
+                "predict"
+            log:
+                log("predict_coregister", "{pscan}"),
+            benchmark:
+                benchmark("predict_coregister", "{pscan}")
 
     use rule skullstrip as predict_skullstrip with:
         input:

@@ -78,17 +78,19 @@ rule validate_inputs:
 
 
 rule coregister:
-    """Register one input modality onto the reference (CE-T1) with ANTs, resampled to its grid (transform
-    none: check that it is on that grid already, identity transform)."""
+    """Register every input modality of one scan onto the reference (CE-T1) with ANTs, resampled to its grid
+    (transform none: check that each is on that grid already, identity transform). One job per scan: ANTs
+    starts once for all its inputs."""
     input:
-        moving=lambda w: raw(w.scan, w.mod),
+        moving=lambda w: [raw(w.scan, m) for m in MOVING],
         reference=lambda w: raw(w.scan, REF),
         validated=S.path("validated"),
     output:
-        image=S.path("coregistered"),
-        transform=S.path("transform"),
-        qc=S.path("coreg_qc"),
+        images=expand(S.path("coregistered"), mod=MOVING, allow_missing=True),
+        transforms=expand(S.path("transform"), mod=MOVING, allow_missing=True),
+        qc=expand(S.path("coreg_qc"), mod=MOVING, allow_missing=True),
     params:
+        modalities=MOVING,
         settings=lambda w: scan_settings(config, SAMPLES.loc[w.scan], "registration"),
     threads: 1
     resources:
@@ -100,9 +102,9 @@ rule coregister:
     conda:
         "../envs/preprocess.yaml"
     log:
-        log("coregister", "{scan}_{mod}"),
+        log("coregister", "{scan}"),
     benchmark:
-        benchmark("coregister", "{scan}_{mod}")
+        benchmark("coregister", "{scan}")
     script:
         "../workflow_scripts/coregister.py"
 

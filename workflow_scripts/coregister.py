@@ -1,10 +1,11 @@
 from cesynth.io import redirect_output, write_json
-from cesynth.registration import RegistrationSettings, coregister
+from cesynth.registration import RegistrationSettings, coregister_scan
 
 w = snakemake.wildcards
 with redirect_output(snakemake.log[0]):
     settings = RegistrationSettings(**snakemake.params.settings, threads=snakemake.threads)
-    qc = coregister(w.get("scan") or w.pscan, snakemake.input.moving, snakemake.input.reference,
-                    snakemake.output.image, snakemake.output.transform, settings)
-    print(qc)
-    write_json(qc, snakemake.output.qc)
+    qcs = coregister_scan(w.get("scan") or w.pscan, snakemake.params.modalities, snakemake.input.moving,
+                          snakemake.input.reference, snakemake.output.images, snakemake.output.transforms, settings)
+    for qc, path in zip(qcs, snakemake.output.qc, strict=True):
+        print(qc)
+        write_json(qc, path)
