@@ -9,7 +9,7 @@ import torch
 
 DEVICES = ("auto", "cpu", "cuda")  # training.device; an explicit torch device ("cuda:1") works here too
 # torch 2.13's oneDNN corrupts the heap in the bf16 weight gradient of a 3D convolution once a patch slice holds
-# about 8,192 voxels (88 x 88 runs, 96 x 96 crashes; 2D convolutions do not: BENCHMARKS.md, training section).
+# about 8,192 voxels (88 x 88 runs, 96 x 96 crashes; 2D convolutions do not: BENCHMARKS.md, section cpu_bf16).
 # CPU bf16 training (training.cpu_bf16) keeps 3D nets at half that.
 CPU_BF16_MAX_SLICE_VOXELS = 64 * 64
 CPU_BF16_SETTINGS = (True, False, "auto")

@@ -160,6 +160,8 @@ class StageTrainer:
         cpu_bf16 = cpu_bf16_training(self.training.get("cpu_bf16", False), self.module.slicewise, self.training["patch"],
                                      self.job.name)
         self.autocast = bf16_autocast(self.device, cuda=self.training.get("amp", True), cpu=cpu_bf16)
+        if cpu_bf16 and self.device.type == "cpu":
+            self.log(f"{job.name}: bf16 autocast on the CPU (training.cpu_bf16: {self.training['cpu_bf16']})")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(self.stage["lr"]))
         self.loss_fn = self.build_loss()
         self.sampler, self.validation = self.build_samplers()
