@@ -32,7 +32,6 @@ if PREDICT.get("samplesheet"):
 
     wildcard_constraints:
         pscan="|".join(map(re.escape, PREDICT_SAMPLES.scan)),
-        pmod="|".join(PREDICT_MOVING) or "(?!)",
 
     rule predict:
         """Synthetic CE-T1 of every scan of predict.samplesheet, on its native T1 grid and in model space."""
