@@ -28,6 +28,8 @@ _schema = configcheck.load_schema(os.path.join(workflow.basedir, "config", "sche
 _problems = configcheck.schema_problems(config, _schema)
 if _problems:
     sys.exit("\n".join(_problems))
+if config.get("crossval", {}) is None:  # `crossval: null` switches a config's cross-validation off
+    del config["crossval"]
 validate(config, "config/schema.yaml")  # fills the schema's defaults
 
 
@@ -38,6 +40,7 @@ include: "rules/uncertainty.smk"
 include: "rules/evaluate.smk"
 include: "rules/predict.smk"
 include: "rules/qc.smk"
+include: "rules/crossval.smk"
 
 
 # The front page: once the studies have run, the description followed by their headline numbers (rule overview).
@@ -56,6 +59,7 @@ rule all:
         rules.overview.output,
         rules.runtimes.output,
         rules.provenance.output,
+        rules.crossval.input if CROSSVAL else [],
 
 
 onstart:
@@ -68,7 +72,13 @@ onstart:
 
 
 # Target rules besides the studies, for `snakemake targets` and the unknown-target message.
-OTHER_TARGETS = ["all", "preprocess_all", "predict", "targets"]
+OTHER_TARGETS = ["all", "preprocess_all", "predict", "targets", *(["crossval", "ship"] if CROSSVAL else [])]
+
+# `snakemake targets` on its own is answered here: as a job it would first need --cores, and print nothing with -n.
+# The rule below serves the other callers (the API, or `targets` among other targets).
+if REQUESTED == ["targets"]:
+    print(configcheck.targets_line(config, OTHER_TARGETS))
+    sys.exit(0)
 
 
 rule targets:
@@ -84,3 +94,6 @@ rule targets:
 # "No rule to produce").
 for _target in configcheck.unknown_targets(REQUESTED, {r.name for r in workflow.rules}):
     sys.exit(configcheck.unknown_target_line(_target, config, OTHER_TARGETS))
+
+# SLURM: every rule that declares a GPU goes to the GPU partition, whatever its name; here, once all rules exist.
+slurmfit.route_gpu_rules(workflow.rules, workflow.resource_settings.overwrite_resources, os.environ)

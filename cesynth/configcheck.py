@@ -32,9 +32,19 @@ def schema_problems(config: dict, schema: dict) -> list[str]:
             known = _known_keys(error.schema, schema)
             for key in sorted(set(error.instance) - known):
                 problems.append(unknown_key_line(f"{where}.{key}" if where else key, key, known))
+        elif where == f"input.{SAMPLESHEET}" and error.instance is None:
+            problems.append(NO_COHORT_LINE)
         else:
             problems.append(f"config: {where or '(top level)'}: {error.message}")
     return sorted(set(problems))
+
+
+SAMPLESHEET = "samplesheet"
+# config/paper.yaml and config/cohort.yaml name no cohort on purpose: without one they stop here instead of
+# training at full size on the phantom.
+NO_COHORT_LINE = ("config: input.samplesheet is not set: name your cohort's sample sheet (docs/inputs.md), e.g. "
+                  "--config input=\"{source: samplesheet, samplesheet: cohort.tsv}\" or in your copy of "
+                  "config/cohort.yaml; input.source: demo runs the phantom")
 
 
 def unknown_key_line(path: str, key: str, known) -> str:
@@ -110,6 +120,14 @@ def command_line(argv) -> tuple[list[str], str | None]:
     except (Exception, SystemExit):
         return [], None
     return list(args.targets or []), args.executor
+
+
+def predict_only(targets, config: dict, predict_dir: str) -> bool:
+    """The command asks only for predictions (the target ``predict`` or files under ``predict_dir``, as a cluster
+    job of predict does) with weights given: then the training cohort is not needed, e.g. a shipped model's
+    config on a machine without its training images."""
+    return bool(targets and (config.get("predict") or {}).get("weights")) and all(
+        t == "predict" or str(t).startswith(predict_dir) for t in targets)
 
 
 def on_cluster(executor: str | None) -> bool:

@@ -62,10 +62,18 @@ def test_metrics(model: str, metrics_paths) -> dict:
     return result
 
 
-def build_card(*, model: str, weights, metrics_paths, training: dict, cohort: dict) -> dict:
-    """The card of ``model``'s final ``weights``: ``training`` is its settings (cesynth.study.model_settings)."""
+def build_card(*, model: str, weights, metrics_paths, training: dict, cohort: dict, evaluated: str | None = None,
+               limitations=()) -> dict:
+    """The card of ``model``'s final ``weights``: ``training`` is its settings (cesynth.study.model_settings).
+
+    ``evaluated``: the model whose metrics describe this one, when it is not scored itself: under cross-validation
+    the out-of-fold pool of its fold models (the model trained on every patient has no patient left to test on).
+    ``limitations``: what the model cannot do, in words (config ``model_card.limitations``)."""
     payload = read_payload(weights)
     history = payload.get("history") or []
+    metrics = test_metrics(evaluated or model, metrics_paths)
+    if evaluated:
+        metrics = {s: {model if k == evaluated else k: v for k, v in values.items()} for s, values in metrics.items()}
     return {
         "model": model,
         "architecture": payload["model_spec"]["architecture"],
@@ -78,7 +86,10 @@ def build_card(*, model: str, weights, metrics_paths, training: dict, cohort: di
         "training": {"cohort": cohort, "patch": payload["patch"],
                      "schedule": {k: training[k] for k in ("stage1", "stage2", "steps_per_epoch", "batch_size")},
                      "final_epoch": history[-1] if history else None},
-        "test_metrics": test_metrics(model, metrics_paths),
+        "test_metrics": metrics,
+        "evaluation": (f"out of fold: each patient scored by {evaluated}'s fold models, which did not train on it; "
+                       "this model trained on every patient") if evaluated else "held-out test sets of the split",
+        "limitations": list(limitations),
         "intended_use": INTENDED_USE,
     }
 
@@ -115,7 +126,9 @@ def card_text(card: dict) -> str:
              f"{card['preprocessing']['registration']['transform']}",
              f"- Training cohort: {cohort['sets']['train']['patients']} patients, {cohort['sets']['train']['scans']} "
              f"scans (source {cohort['source']}, sample-sheet sha256 {cohort['sample_sheet_sha256']})",
-             f"- Weights: {card['weights']['file']}, sha256 {card['weights']['sha256']}", "",
+             f"- Weights: {card['weights']['file']}, sha256 {card['weights']['sha256']}",
+             *[f"- Cannot: {limitation}" for limitation in card.get("limitations", [])],
+             f"- Evaluation: {card.get('evaluation', 'held-out test sets of the split')}", "",
              "| test set | scans | metric | this model | identity (the T1 itself) |", "|---|---:|---|---|---|"]
     for set_name, values in card["test_metrics"].items():
         for metric in values[card["model"]]:

@@ -25,7 +25,7 @@ from .plots import prediction_panel
 from .device import select_device, use_cpu_bf16
 from .weights import load_weights
 from .study import record_differences
-from .validate import InputError, check_sheet
+from .validate import InputError, check_files, check_sheet
 
 REFERENCE = "t1"  # the registration and grid reference of a patient without CE-T1
 WARNING = ("SYNTHETIC contrast-enhanced T1 computed by a neural network from non-contrast scans; "
@@ -53,10 +53,17 @@ def wants_dicom(setting: str, t1_is_dicom: bool) -> bool:
     return setting == "always" or setting == "auto" and t1_is_dicom
 
 
-def load_samples(samplesheet, inputs):
-    """The prediction sheet as a table (paths made absolute), refused with every sheet problem listed."""
+def load_samples(samplesheet, inputs, open_images=True):
+    """The prediction sheet as a table (paths made absolute), refused with every problem of every scan listed.
+
+    ``open_images``: open every image too (:func:`~cesynth.validate.check_files`), so that the whole sheet is
+    screened before any job, as a training sheet is by its first job; else only the table and that the files
+    exist (a cluster job, whose sheet the submitting process screened).
+    """
     table = _load_sheet({"source": "samplesheet", "samplesheet": samplesheet}, None, None)
-    problems = check_sheet(table, inputs)
+    problems = check_sheet(table, inputs, check_exists=not open_images)
+    if open_images and not any(p.scan == "*" for p in problems):  # "*": the sheet lacks columns
+        problems += check_files(table, inputs, REFERENCE)
     if problems:
         raise InputError(problems)
     return table

@@ -13,7 +13,7 @@ import yaml
 
 from . import plots
 from .io import atomic_output, write_html_page, write_table
-from .stats import paired_tests, summarize
+from .stats import endpoint_tests, paired_tests, summarize
 from .study import IDENTITY
 
 BRASYN = ["brasyn_psnr_brain", "brasyn_ssim_brain", "brasyn_ssim_tumour", "brasyn_ssim_healthy"]
@@ -76,11 +76,15 @@ def write_study(study: StudyInputs, metric_paths, outputs):
     metrics = pd.concat([pd.read_csv(p, sep="\t") for p in metric_paths], ignore_index=True)
     write_table(metrics, outputs.metrics)
 
-    summary = summary_table(metrics, models, baseline=models[0] if models and models[0] == IDENTITY else None)
+    baseline = models[0] if models and models[0] == IDENTITY else None
+    summary = summary_table(metrics, models, baseline=baseline)
     flat = summary.copy()
     flat.columns = [" ".join(c) for c in flat.columns]
     write_table(flat.reset_index(), outputs.summary_tsv)
-    write_html_page(outputs.summary, "Mean ± sd per model (paper Tables I and II)", summary.to_html(na_rep=""))
+    endpoints = endpoint_tests(metrics, models[1], baseline)  # every study: identity first, then its models
+    write_table(endpoints, outputs.endpoints_tsv)
+    write_html_page(outputs.summary, "Mean ± sd per model (paper Tables I and II)", summary.to_html(na_rep=""),
+                    intro=primary_line(endpoints))
 
     ttests = pd.concat([paired_tests(metrics[metrics.set == s], [m for m in METRICS if m in metrics])
                         .assign(set=s) for s in ("test_A", "B") if (metrics.set == s).any()], ignore_index=True)
@@ -100,6 +104,10 @@ def write_study(study: StudyInputs, metric_paths, outputs):
     plots.metric_distributions(metrics, outputs.distributions, order=models)
     plots.training_curves({m: study.histories[m] for m in trained}, outputs.curves)
     plots.psnr_bars(metrics, outputs.bars, order=models, labels=study.labels)
+    et_ml = metrics.dropna(subset=["et_ml"]).drop_duplicates("scan").set_index("scan").et_ml.to_dict() \
+        if "et_ml" in metrics else {}
+    plots.enhancing_gallery(scans, stack_paths, predictions[best], best, et_ml, outputs.enhancing,
+                            reference=study.reference)
     i = shown[0]
     plots.slice_series(stack_paths[i], predictions[best][i], scans[i], best, outputs.slices, reference=study.reference)
 
@@ -122,6 +130,20 @@ def write_uncertainty(*, models, metric_paths, calibration_paths, outputs):
                           "voxels that enhance in the CE-T1 but not in the synthesis): fraction above the brain's "
                           "90th uncertainty percentile (0.1 by chance) and AUROC against the other brain voxels")
     plots.uncertainty_calibration(calibration, metrics, outputs.calibration, order=models)
+
+
+def primary_line(endpoints: pd.DataFrame) -> str:
+    """The primary endpoint in one sentence, then each secondary family's results that survive Holm."""
+    row = endpoints[endpoints.family == "primary"].iloc[0]
+    text = (f"Primary endpoint (pre-registered): {row.model_a} against {row.model_b} in brain PSNR over all "
+            f"{row.n} test scans: {row.mean_diff:+.2f} dB (95% CI {row.ci_low:+.2f} to {row.ci_high:+.2f}), paired "
+            f"two-sided t-test p = {row.p:.2g}.")
+    for family, rows in endpoints[endpoints.family != "primary"].groupby("family", sort=False):
+        kept = rows[rows.p_holm < 0.05]
+        found = "; ".join(f"{r.model_a} {r.metric} {r.mean_diff:+.3g} (p_holm {r.p_holm:.2g})"
+                          for r in kept.itertuples()) or "none"
+        text += f" {family.capitalize()}, Holm p < 0.05 within the family: {found}."
+    return text
 
 
 def _best(metrics, models):

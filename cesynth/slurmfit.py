@@ -1,4 +1,5 @@
-"""Refuse, before submitting, a SLURM job that no node of its partition could ever run.
+"""SLURM: send GPU rules to the GPU partition, and refuse, before submitting, a job that no node of its
+partition could ever run.
 
 SLURM accepts such a job and leaves it pending for ever (Reason=PartitionConfig or Resources); a
 user only sees Snakemake waiting. The nodes come from ``sinfo``; a request is what the executor
@@ -12,6 +13,25 @@ import subprocess
 from dataclasses import dataclass
 
 SINFO = ["sinfo", "-h", "-N", "-o", "%P %c %m %G"]
+# The GPU rules' partition (the first of these set; the CPU partition is the profile's default resource) and GPU
+# type, as profiles/slurm/README.md documents them.
+GPU_PARTITION_ENV = ("CESYNTH_SLURM_GPU_PARTITION", "CESYNTH_SLURM_PARTITION")
+GPU_MODEL_ENV = "CESYNTH_GPU_MODEL"
+
+
+def route_gpu_rules(rules, overwrite_resources, environ) -> None:
+    """Give every rule that declares a GPU (resource ``gpu``) the GPU partition and model named by ``environ``,
+    whatever its name (rules made in a loop included), so that no GPU job waits in a CPU partition. A setting left
+    unset is left out (the cluster's default partition, any GPU); a resource given for the rule with
+    ``--set-resources`` (``overwrite_resources``) wins."""
+    partition = next((environ[name] for name in GPU_PARTITION_ENV if environ.get(name)), "")
+    routed = {k: v for k, v in {"slurm_partition": partition, "gpu_model": environ.get(GPU_MODEL_ENV, "")}.items() if v}
+    for rule in rules:
+        if "gpu" in rule.resources and rule.resources["gpu"].raw != 0:
+            given = overwrite_resources.get(rule.name, {})
+            for name, value in routed.items():
+                if name not in given:
+                    rule.resources[name] = value
 
 
 @dataclass(frozen=True)

@@ -106,3 +106,26 @@ def summarize(df, metrics, model_col="model") -> pd.DataFrame:
             })
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# The pre-registered analysis of a study (docs/real.md): the primary endpoint is the study's first model against
+# the no-model baseline in brain PSNR over every test scan (both sets); the secondary endpoints are two families,
+# each Holm-corrected on its own: that model's other metrics, and every other model against the baseline.
+PRIMARY_METRIC = "psnr_brain"
+SECONDARY_METRICS = ["ssim_brain", "brasyn_psnr_brain", "brasyn_ssim_brain", "brasyn_ssim_tumour",
+                     "brasyn_ssim_healthy", "psnr_tumour", "et_contrast", "et_dice"]
+OTHER_MODEL_METRICS = ["psnr_brain", "ssim_brain"]
+
+
+def endpoint_tests(metrics: pd.DataFrame, primary_model: str, baseline: str, model_col="model", scan_col="scan"
+                   ) -> pd.DataFrame:
+    """Paired two-sided t-tests of the pre-registered endpoints; p_holm within each family (the primary alone)."""
+    others = [m for m in pd.unique(metrics[model_col]) if m not in (primary_model, baseline)]
+    families = [("primary", primary_model, [PRIMARY_METRIC]),
+                ("secondary: " + primary_model, primary_model, SECONDARY_METRICS),
+                *[("secondary: other models", m, OTHER_MODEL_METRICS) for m in others]]
+    rows = [{"family": family, **_paired(metrics, metric, model, baseline, model_col, scan_col)}
+            for family, model, names in families for metric in names if metric in metrics]
+    out = pd.DataFrame(rows)
+    out["p_holm"] = out.groupby("family").p.transform(lambda p: holm(p.to_numpy(float)))
+    return out.dropna(subset=["mean_a", "mean_b"]).reset_index(drop=True)

@@ -9,11 +9,22 @@ from __future__ import annotations
 import copy
 import math
 
+from .crossval import OOF_SUFFIX, check as check_crossval
+
 TRAINING_KEYS_PER_MODEL = ("architecture", "inputs", "inputs_first", "stage1_from")
 # The no-model baseline of every study: the preprocessed T1 itself as the synthetic CE-T1.
 IDENTITY = "identity"
 
-RESULTS = "results"
+RESULTS = "results"  # the default; a config names its own (`results:`), set once per run by use_results
+
+
+def use_results(root: str) -> None:
+    """Put every output of this run under ``root`` (config ``results``): one folder per configuration, so that the
+    demo and a study of one's own cohort in one clone neither mix nor overwrite each other."""
+    global RESULTS
+    RESULTS = root.rstrip("/")
+
+
 PATHS = {
     "demo_dir": "{r}/demo",
     "demo_sheet": "{r}/demo/samples.tsv",
@@ -213,8 +224,12 @@ def check_config(config: dict) -> list[str]:
             elif model_spec(config, owner) != model_spec(config, name):
                 problems.append(f"model {name}: stage1_from {owner!r} must have the same architecture, inputs, "
                                 "width and output")
+    crossval = config.get("crossval") or {}
+    pooled = {m + OOF_SUFFIX for m in crossval.get("models", [])}
+    if crossval:
+        problems += check_crossval(crossval, config["models"])
     for study, models in config["studies"].items():
-        unknown = [m for m in models if m not in config["models"]]
+        unknown = [m for m in models if m not in config["models"] and m not in pooled]
         if unknown:
             problems.append(f"study {study}: unknown model(s) {unknown}")
     patch, shape = config["training"]["patch"], config["preprocess"]["shape"]

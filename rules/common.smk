@@ -4,11 +4,16 @@
 
 import sys
 
-from cesynth import configcheck, dicom, modelcard, study as S
+from cesynth import configcheck, crossval, dicom, modelcard, study as S
 from cesynth.cohort import enhancing_labels, load_samples, load_split, tumour_mask_labels, validation_scans
 from cesynth.screening import screen_scans
 from cesynth.validate import InputError, check_sheet, scan_settings
 
+def model_pattern(models):
+    return "|".join(map(re.escape, models))
+
+
+S.use_results(config["results"])
 problems = S.check_config(config)
 if problems:
     sys.exit("\n".join(f"config: {p}" for p in problems))
@@ -25,39 +30,78 @@ if configcheck.on_cluster(EXECUTOR):
 REF = config["reference"]
 MODALITIES = config["modalities"]
 MOVING = [m for m in MODALITIES if m != REF]
-STUDIES = list(config["studies"])
-MODELS_IN_STUDIES = sorted({m for models in config["studies"].values() for m in models})
 MASK_LABELS = tumour_mask_labels(config["input"])
 ET_LABELS = enhancing_labels(config["input"])
 
 SAMPLES = load_samples(config["input"], config["demo"], S.path("demo_dir"))
+# Predictions from given weights need the training sheet's names, not its images (a shipped model's config).
+TRAINING_IMAGES = config["input"]["source"] != "demo" and not configcheck.predict_only(
+    REQUESTED, config, f"{S.RESULTS}/predict/")  # demo files are written by a rule
 SCREENING = None  # input.skip_invalid: what the skipped_scans rule (rules/qc.smk) writes
-if config["input"].get("skip_invalid") and config["input"]["source"] != "demo":  # demo files are written by a rule
+if config["input"].get("skip_invalid") and TRAINING_IMAGES:
     SAMPLES, SCREENING = screen_scans(SAMPLES, [*MODALITIES, REF], REF, MASK_LABELS, S.path("screening_cache"))
     for _problem in SCREENING.problems:
         print(f"skip_invalid: leaving out {_problem}", file=sys.stderr)
 SAMPLES = SAMPLES.set_index("scan", drop=False)
-_sheet_problems = check_sheet(SAMPLES, [*MODALITIES, REF], check_exists=config["input"]["source"] != "demo")
+_sheet_problems = check_sheet(SAMPLES, [*MODALITIES, REF], check_exists=TRAINING_IMAGES)
 if _sheet_problems:
     raise InputError(_sheet_problems)
 # Images given as DICOM series folders: {scan: {column: folder}}, read from here on as their converted NIfTI
 # (rules dicom_check, dicom_to_nifti).
 DICOM_SERIES = dicom.series_folders(SAMPLES, [*MODALITIES, REF])
 SAMPLES = dicom.with_converted_paths(SAMPLES, DICOM_SERIES, lambda s, c: S.path("dicom_nifti", scan=s, dmod=c))
-SPLIT = load_split(config["split"], SAMPLES.reset_index(drop=True)).set_index("scan", drop=False)
-TRAIN = list(SPLIT.scan[SPLIT.set == "train"])
+# Cross-validation (crossval:): every scan is scored by the fold models that did not train on it and pooled as
+# <model>_oof; the plain models train on every scan (the models that ship). Otherwise the split of the paper.
+CROSSVAL = config.get("crossval")
+if CROSSVAL:
+    FOLDS = crossval.load_folds(CROSSVAL["folds"], SAMPLES.reset_index(drop=True))
+    CV = crossval.design(FOLDS, CROSSVAL["models"], CROSSVAL.get("learning_curve"), CROSSVAL["seed"])
+    SPLIT = crossval.split_table(FOLDS, SAMPLES).set_index("scan", drop=False)
+    TRAIN = list(SPLIT.scan)
+    for _name, _fold_model in CV.models.items():
+        config["models"][_name] = config["models"][_fold_model.base]
+    for _name, _members in CV.pooled.items():
+        config["models"][_name] = config["models"][CV.models[_members[0]].base]
+else:
+    CV = crossval.CrossValidation(folds={})
+    SPLIT = load_split(config["split"], SAMPLES.reset_index(drop=True)).set_index("scan", drop=False)
+    TRAIN = list(SPLIT.scan[SPLIT.set == "train"])
 TEST = list(SPLIT.scan[SPLIT.set.isin(["test_A", "B"])])
-VALIDATION = validation_scans(SPLIT, config["split"]["validation"])
-COHORT = modelcard.cohort_record(SAMPLES, SPLIT, config["input"])  # the training cohort, for the model cards
+# Which scans each model is applied to, by group of models (the rules infer and uncertainty, one per group).
+APPLIED = {"": ([m for m in config["models"] if m not in CV.models and m not in CV.pooled], TEST),
+           **{f"_fold{k}": ([m for m, f in CV.models.items() if f.fold == k], list(scans))
+              for k, scans in CV.folds.items()}}
+# Under cross-validation only the studies of pooled models: any other would score models on their training scans.
+STUDIES = [s for s, models in config["studies"].items() if not CROSSVAL or set(models) <= set(CV.pooled)]
+MODELS_IN_STUDIES = sorted({t for s in STUDIES for m in config["studies"][s] for t in CV.pooled.get(m, [m])})
+VALIDATION = validation_scans(SPLIT, "none" if CROSSVAL else config["split"]["validation"])
+# the cohort of the model cards; under cross-validation the plain models train on every scan
+COHORT = modelcard.cohort_record(SAMPLES, SPLIT.assign(set="train") if CROSSVAL else SPLIT, config["input"])
 
 
 wildcard_constraints:
     scan="|".join(map(re.escape, SAMPLES.scan)),
     mod="|".join(MOVING),
     dmod="|".join(dict.fromkeys([*MODALITIES, REF])),
-    model="|".join(map(re.escape, [*config["models"], S.IDENTITY])),
+    model=model_pattern([*config["models"], S.IDENTITY]),
     stage="1|2",
     study="|".join(STUDIES),
+
+
+def training_scans(model):
+    """The scans a model trains on: its fold's training part under cross-validation, else set train."""
+    return list(CV.models[model].train) if model in CV.models else TRAIN
+
+
+def test_scans(model):
+    """The scans a model is applied to and scored on: its fold, else test set A and set B."""
+    return list(CV.models[model].test) if model in CV.models else TEST
+
+
+def evaluated_model(model):
+    """Whose test metrics describe ``model`` in its card: under cross-validation its out-of-fold pool."""
+    pooled = model + crossval.OOF_SUFFIX
+    return pooled if pooled in CV.pooled else model
 
 
 def raw(scan, modality):
@@ -80,8 +124,12 @@ def study_file(study, name):
     return S.path("study", study=study, name=name)
 
 
-def uncertainty_maps(model):
-    return [S.path("uncertainty", model=model, scan=s, ref=REF) for s in TEST]
+def uncertainty_maps(model, scans=None):
+    return [S.path("uncertainty", model=model, scan=s, ref=REF) for s in (TEST if scans is None else scans)]
+
+
+def syntheses(model, scans):
+    return [S.path("synth", model=model, scan=s, ref=REF) for s in scans]
 
 
 def stage_owners(model):

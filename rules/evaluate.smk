@@ -21,13 +21,13 @@ ruleorder: identity > infer
 rule metrics:
     """MAE, PSNR, SSIM in the brain (test A and B) and in the expert tumour mask (B), per scan."""
     input:
-        synth=[S.path("synth", scan=s, ref=REF) for s in TEST],
-        stacks=stacks(TEST),
+        synth=lambda w: syntheses(w.model, test_scans(w.model)),
+        stacks=lambda w: stacks(test_scans(w.model)),
     output:
         S.path("metrics"),
     params:
-        scans=TEST,
-        sets=[SPLIT.at[s, "set"] for s in TEST],
+        scans=lambda w: test_scans(w.model),
+        sets=lambda w: [SPLIT.at[s, "set"] for s in test_scans(w.model)],
         reference=REF,
         **config["evaluation"],
     conda:
@@ -43,11 +43,13 @@ rule model_card:
     and a short text beside its final weights (predict copies its summary into every sidecar)."""
     input:
         weights=S.path("weights", stage=2),
-        metrics=[S.path("metrics"), S.path("metrics", model=S.IDENTITY)],
+        metrics=lambda w: [S.path("metrics", model=evaluated_model(w.model)), S.path("metrics", model=S.IDENTITY)],
     output:
         card=S.path("model_card"),
         text=S.path("model_card_text"),
     params:
+        evaluated=lambda w: evaluated_model(w.model) if evaluated_model(w.model) != w.model else None,
+        limitations=config["model_card"]["limitations"],
         training=lambda w: S.model_settings(config, w.model),
         cohort=COHORT,
     conda:
@@ -62,8 +64,10 @@ for _study in STUDIES:
     _models = S.study_models(config, _study)
     _trained = config["studies"][_study]
     # model -> its files, once: flattened as the rule's inputs, passed whole to the script
-    _predictions = {m: [S.path("synth", model=m, scan=s, ref=REF) for s in TEST] for m in _models}
-    _histories = {m: [S.path("history", model=h, stage=n) for h, n in stage_owners(m)] for m in _trained}
+    _predictions = {m: syntheses(m, TEST) for m in _models}
+    # a pooled cross-validation model: the training curves of its first fold model
+    _histories = {m: [S.path("history", model=h, stage=n) for h, n in stage_owners(CV.pooled.get(m, [m])[0])]
+                  for m in _trained}
 
     rule:
         name:
@@ -73,7 +77,8 @@ for _study in STUDIES:
             synth=[p for paths in _predictions.values() for p in paths],
             histories=[p for paths in _histories.values() for p in paths],
             stacks=stacks(TEST),
-            cards=[S.path("model_card", model=m) for m in _trained],  # beside every trained model's weights
+            # beside every trained model's weights (pooled models have none: their fold models are not shipped)
+            cards=[S.path("model_card", model=m) for m in _trained if m not in CV.pooled],
             uncertainty=[p for m in _trained for p in uncertainty_maps(m)],
             uncertainty_metrics=[S.path(k, model=m) for m in _trained
                                  for k in ("uncertainty_metrics", "uncertainty_calibration")],
@@ -86,6 +91,7 @@ for _study in STUDIES:
                 labels={"figure": "results table"},
             ),
             summary_tsv=study_file(_study, "summary.tsv"),
+            endpoints_tsv=study_file(_study, "endpoints.tsv"),  # the pre-registered endpoints (docs/real.md)
             ttests=report(
                 study_file(_study, "ttests.html"),
                 caption="../report/ttests.rst",
@@ -98,6 +104,12 @@ for _study in STUDIES:
                 caption="../report/qualitative.rst",
                 category=_study,
                 labels={"figure": "qualitative panel"},
+            ),
+            enhancing=report(
+                study_file(_study, "enhancing_tumour.png"),
+                caption="../report/enhancing.rst",
+                category=_study,
+                labels={"figure": "enhancing tumour, every patient"},
             ),
             distributions=report(
                 study_file(_study, "metric_distributions.png"),
@@ -137,7 +149,7 @@ for _study in STUDIES:
                 labels={"figure": "uncertainty calibration"},
             ),
             vectors=[study_file(_study, f"{n}.svg") for n in (
-                "qualitative", "metric_distributions", "training_curves", "psnr_bars", "slices",
+                "qualitative", "enhancing_tumour", "metric_distributions", "training_curves", "psnr_bars", "slices",
                 "uncertainty_calibration")],
         params:
             models=_models,

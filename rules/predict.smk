@@ -12,7 +12,9 @@ if PREDICT.get("samplesheet"):
                  f"({configcheck.did_you_mean(PREDICT_MODEL, config['models'], 'models')})")
     PREDICT_SPEC = S.model_spec(config, PREDICT_MODEL)
     PREDICT_MOVING = [m for m in PREDICT_SPEC["inputs"] if m != P.REFERENCE]
-    PREDICT_SAMPLES = P.load_samples(PREDICT["samplesheet"], PREDICT_SPEC["inputs"])
+    # Every scan's images are opened here, once, in the process that builds the DAG: all problems at once, before
+    # any job (per-scan predict_validate jobs would stop at the first broken scan).
+    PREDICT_SAMPLES = P.load_samples(PREDICT["samplesheet"], PREDICT_SPEC["inputs"], workflow.is_main_process)
     # Inputs given as DICOM series folders ({scan: {column: folder}}) are read as their converted NIfTI.
     PREDICT_DICOM = dicom.series_folders(PREDICT_SAMPLES, PREDICT_SPEC["inputs"])
     PREDICT_SAMPLES = dicom.with_converted_paths(PREDICT_SAMPLES, PREDICT_DICOM,

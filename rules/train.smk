@@ -8,7 +8,7 @@ rule train_stage1:
     lambda = (0.1, 0.1, 10), lr 1e-5, 10 epochs."""
     input:
         split=S.path("split"),
-        train=stacks(TRAIN),
+        train=lambda w: stacks(training_scans(w.model)),
         val=stacks(VALIDATION),
         init=lambda w: stage1_weights(w) if w.stage == "2" else [],  # stage 2 fine-tunes stage 1
     output:
@@ -41,25 +41,33 @@ use rule train_stage1 as train_stage2 with:
         stage="2",
 
 
-rule infer:
-    """Synthetic CE-T1 for every test scan (test set A and set B), in model space."""
-    input:
-        weights=S.path("weights", stage=2),
-        stacks=stacks(TEST),
-    output:
-        [S.path("synth", scan=s, ref=REF) for s in TEST],
-    params:
-        inference=lambda w: S.inference_settings(config, w.model),
-    threads: lambda w: S.model_settings(config, w.model)["threads"]
-    resources:
-        mem_mb=8000,
-        runtime=60,
-        gpu=1,
-    conda:
-        "../envs/train.yaml"
-    log:
-        log("infer", "{model}"),
-    benchmark:
-        benchmark("infer", "{model}")
-    script:
-        "../workflow_scripts/infer.py"
+# Which models synthesize which scans: a fold model its own fold (cross-validation), every other model the test
+# sets. One rule per group, as a rule's outputs cannot depend on its wildcards.
+for _group, (_models, _scans) in APPLIED.items():
+
+    rule:
+        """Synthetic CE-T1 for every test scan (test set A and set B), in model space."""
+        name:
+            f"infer{_group}"
+        input:
+            weights=S.path("weights", stage=2),
+            stacks=stacks(_scans),
+        output:
+            syntheses("{model}", _scans),
+        params:
+            inference=lambda w: S.inference_settings(config, w.model),
+        wildcard_constraints:
+            model=model_pattern(_models),
+        threads: lambda w: S.model_settings(config, w.model)["threads"]
+        resources:
+            mem_mb=8000,
+            runtime=60,
+            gpu=1,
+        conda:
+            "../envs/train.yaml"
+        log:
+            log("infer", "{model}"),
+        benchmark:
+            benchmark("infer", "{model}")
+        script:
+            "../workflow_scripts/infer.py"

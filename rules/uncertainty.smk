@@ -2,45 +2,51 @@
 # error (docs/uncertainty.md). The study rules (rules/evaluate.smk) show both; predict writes its own map.
 
 
-rule uncertainty:
-    """Uncertainty map of every test scan's synthesis (uncertainty.method, docs/uncertainty.md)."""
-    input:
-        weights=S.path("weights", stage=2),
-        stacks=stacks(TEST),
-        synth=[S.path("synth", scan=s, ref=REF) for s in TEST],
-    output:
-        uncertainty_maps("{model}"),
-    params:
-        device=lambda w: S.model_settings(config, w.model)["device"],
-        amp=lambda w: S.model_settings(config, w.model)["amp"],
-        settings={k: config[k] for k in ("inference", "uncertainty")},
-    threads: lambda w: S.model_settings(config, w.model)["threads"]
-    resources:
-        mem_mb=8000,
-        runtime=60,
-        gpu=1,
-    conda:
-        "../envs/train.yaml"
-    log:
-        log("uncertainty", "{model}"),
-    benchmark:
-        benchmark("uncertainty", "{model}")
-    script:
-        "../workflow_scripts/uncertainty.py"
+for _group, (_models, _scans) in APPLIED.items():  # as rule infer (rules/train.smk)
+
+    rule:
+        """Uncertainty map of every test scan's synthesis (uncertainty.method, docs/uncertainty.md)."""
+        name:
+            f"uncertainty{_group}"
+        input:
+            weights=S.path("weights", stage=2),
+            stacks=stacks(_scans),
+            synth=syntheses("{model}", _scans),
+        output:
+            uncertainty_maps("{model}", _scans),
+        params:
+            device=lambda w: S.model_settings(config, w.model)["device"],
+            amp=lambda w: S.model_settings(config, w.model)["amp"],
+            settings={k: config[k] for k in ("inference", "uncertainty")},
+        wildcard_constraints:
+            model=model_pattern(_models),
+        threads: lambda w: S.model_settings(config, w.model)["threads"]
+        resources:
+            mem_mb=8000,
+            runtime=60,
+            gpu=1,
+        conda:
+            "../envs/train.yaml"
+        log:
+            log("uncertainty", "{model}"),
+        benchmark:
+            benchmark("uncertainty", "{model}")
+        script:
+            "../workflow_scripts/uncertainty.py"
 
 
 rule uncertainty_metrics:
     """Per test scan: Spearman of uncertainty and |error|, AUROC for large errors, missed enhancement, deciles."""
     input:
-        synth=[S.path("synth", scan=s, ref=REF) for s in TEST],
-        maps=uncertainty_maps("{model}"),
-        stacks=stacks(TEST),
+        synth=lambda w: syntheses(w.model, test_scans(w.model)),
+        maps=lambda w: uncertainty_maps(w.model, test_scans(w.model)),
+        stacks=lambda w: stacks(test_scans(w.model)),
     output:
         metrics=S.path("uncertainty_metrics"),
         calibration=S.path("uncertainty_calibration"),
     params:
-        scans=TEST,
-        sets=[SPLIT.at[s, "set"] for s in TEST],
+        scans=lambda w: test_scans(w.model),
+        sets=lambda w: [SPLIT.at[s, "set"] for s in test_scans(w.model)],
         reference=REF,
         threshold=config["uncertainty"]["error_threshold"],
         delta=config["evaluation"]["enhancement_delta"],

@@ -46,3 +46,24 @@ def nan_copy(path, out) -> str:
     data[0, 0, 0] = np.nan
     nib.save(nib.Nifti1Image(data, img.affine), str(out))
     return str(out)
+
+
+def small_image(path, seed=0, shape=(8, 8, 8)) -> str:
+    """A small valid NIfTI scan (3-D, finite, not constant, 1 mm voxels): it passes every check of the inputs."""
+    import nibabel as nib
+
+    data = np.random.default_rng(seed).random(shape).astype(np.float32)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return str(path)
+
+
+def predict_sheet(folder: Path, scans: int = 1, modalities=("t1", "t2", "adc")) -> Path:
+    """A predict sample sheet of ``scans`` new patients (one scan each) with small valid images, in ``folder``."""
+    rows = ["\t".join(["patient", "scan", *modalities])]
+    for i in range(scans):
+        paths = [small_image(folder / f"N{i}" / f"{m}.nii.gz", seed=10 * i + j) for j, m in enumerate(modalities)]
+        rows.append("\t".join([f"N{i}", f"N{i}_1", *paths]))
+    sheet = folder / "new_patients.tsv"
+    sheet.write_text("\n".join(rows) + "\n")
+    return sheet

@@ -42,6 +42,18 @@ def documented_commands() -> list[tuple[str, str]]:
     return found
 
 
+def printed_file(doc: str, name: str) -> str:
+    """The file ``name`` as ``doc`` prints it: the fenced block right after the first paragraph that names it in
+    backticks and ends with a colon. A block without a language is a table shown aligned: its runs of two or
+    more spaces are the file's tabs."""
+    text = (REPO / doc).read_text()
+    found = re.search(rf"`{re.escape(name)}`(?:[^\n]|\n(?!\n))*?:\n\n```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+    if not found:
+        raise ValueError(f"{doc} prints no block for `{name}`")
+    language, content = found.groups()
+    return content if language else re.sub(r" {2,}", "\t", content)
+
+
 def fresh_clone(dest: Path) -> Path:
     """The repository's files as a fresh clone has them: tracked and new (not ignored) files of
     this working tree, without results/, .snakemake/ or a .venv."""

@@ -9,6 +9,7 @@ import yaml
 
 from cesynth import configcheck
 from conftest import REPO
+from docs_commands import fresh_clone, run_command, user_env
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 STUDIES = ("baselines", "ablation_inputs", "ablation_local_loss")  # config.yaml
@@ -92,12 +93,13 @@ def test_site_configfile_is_merged_after_configfiles_and_before_config(tmp_path)
     site = tmp_path / "site.yaml"
     site.write_text("studies: {baselines: [unet2d, unet3d], ablation_inputs: [unet2d], ablation_local_loss: [unet2d]}\n")
     result = run(tmp_path, "baselines", "-n", "--configfile", str(REPO / "config" / "paper.yaml"),
-                 env={configcheck.CONFIGFILE_ENV: str(site)})
+                 "--config", "input={source: demo}", env={configcheck.CONFIGFILE_ENV: str(site)})
     assert result.returncode == 0, result.out[-3000:]
     trained = {m for m in defaults()["models"] if f"results/models/{m}/stage1/weights.pt" in result.out}
     assert trained == {"unet2d", "unet3d"}  # the site file, not config.yaml's four baselines
     result = run(tmp_path, "baselines", "-n", "--configfile", str(REPO / "config" / "paper.yaml"),
-                 "--config", "studies={baselines: [hrfcn2d]}", env={configcheck.CONFIGFILE_ENV: str(site)})
+                 "--config", "studies={baselines: [hrfcn2d]}", "input={source: demo}",
+                 env={configcheck.CONFIGFILE_ENV: str(site)})
     trained = {m for m in defaults()["models"] if f"results/models/{m}/stage1/weights.pt" in result.out}
     assert result.returncode == 0 and trained == {"hrfcn2d"}, result.out[-3000:]
 
@@ -119,11 +121,16 @@ def test_unknown_target_lists_studies_and_models(tmp_path, target, hint):
     assert "other targets: all, preprocess_all, predict, targets" in printed
 
 
-def test_targets_rule_prints_them(tmp_path):
-    result = run(tmp_path, "targets", "--cores", "1")
+@pytest.mark.parametrize("command", ["snakemake targets", "snakemake targets -n"])
+def test_targets_prints_them_as_the_readme_says(tmp_path, command):
+    """Exactly as README.md prints it, no --cores, in the root of a fresh clone (as a job the rule would need
+    --cores, and print nothing with -n)."""
+    clone = fresh_clone(tmp_path / "clone")
+    result = run_command(command, clone, user_env(clone), timeout=300)
     assert result.returncode == 0, result.out[-3000:]
-    assert "studies: baselines (unet2d, unet3d, hrfcn2d, hrfcn3d); ablation_inputs" in result.out
-    assert not (tmp_path / "results").exists()
+    assert "studies: baselines (unet2d, unet3d, hrfcn2d, hrfcn3d); ablation_inputs" in result.stdout, result.out
+    assert "other targets: all, preprocess_all, predict, targets" in result.stdout
+    assert not (clone / "results").exists()
 
 
 def test_predict_misconfiguration_is_one_line(tmp_path):

@@ -3,9 +3,9 @@
 The study is the test-size one: CESYNTH_CONFIGFILE names config/tiny.yaml, config/tiny_fast.yaml and
 a three-patient cohort (docs_commands.tiny_configfile); the Snakefile merges them after the command's
 own --configfile files (so `--configfile config/paper.yaml` stays on the command line). Files a user writes are made here: `cohort.tsv` (the demo cohort's own
-scans, so the sample-sheet run reuses the demo run's work), `my_predict.yaml` and
-`new_patients.tsv` (a demo scan without its CE-T1), `my_dicom_predict.yaml`, `dicom_patients.tsv` and
-`NEW002/dicom/<t1,t2,adc>/` (another demo scan as DICOM series).
+scans, so the sample-sheet run reuses the demo run's work), `my_predict.yaml` and `new_patients.tsv` exactly
+as docs/predict.md prints them, with a demo scan (without its CE-T1) where that sheet points,
+`my_dicom_predict.yaml`, `dicom_patients.tsv` and `NEW002/dicom/<t1,t2,adc>/` (another demo scan as DICOM series).
 
 Where the commands run:
 - here (marker slow, run by scripts/test.sh after the default suite): every command but the two below, in
@@ -15,10 +15,14 @@ Where the commands run:
 - test_install_commands (marker slow: it downloads and installs the requirements): the README's
   install line in a clone of its own, then `bash scripts/test.sh` with PYTEST_ADDOPTS=--collect-only
   (it would otherwise run this suite inside itself);
-- tests/test_slurm.py: the cluster command (`--profile profiles/slurm`), on a local SLURM cluster.
+- tests/test_slurm.py: the cluster command (`--profile profiles/slurm`), on a local SLURM cluster;
+- tests/test_shipped_model.py: predict with the model that ships (`config/real.yaml`), on a real patient (the
+  test-size configuration would not match the shipped weights).
 """
 
+import io
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,24 +32,30 @@ import pytest
 import yaml
 
 from cesynth.cohort import load_samples
-from conftest import SHARED
+from conftest import REPO, SHARED
 from dicom_series import patient_series
-from docs_commands import SLURM_PROFILE, documented_commands, fresh_clone, run_command, tiny_configfile, user_env
+from docs_commands import (SLURM_PROFILE, documented_commands, fresh_clone, printed_file, run_command,
+                           tiny_configfile, user_env)
 
 COMMANDS = documented_commands()
 INSTALL = [c for c in COMMANDS if "pip install" in c[1] or "scripts/test.sh" in c[1]]
 ON_SLURM = [c for c in COMMANDS if SLURM_PROFILE in c[1]]
-HERE = [c for c in COMMANDS if c not in INSTALL and c not in ON_SLURM]
+SHIPPED = [c for c in COMMANDS if c[1].startswith("snakemake predict") and "config/real.yaml" in c[1]]
+HERE = [c for c in COMMANDS if c not in INSTALL and c not in ON_SLURM and c not in SHIPPED]
 TIMEOUT_S = 1200
 STUDIES = ("baselines", "ablation_inputs", "ablation_local_loss")
 
 
 def test_every_documented_command_is_run_by_a_test():
     print(f"\n{len(COMMANDS)} documented commands: {len(HERE)} run by test_documented_commands, "
-          f"{len(INSTALL)} by test_install_commands (slow), {len(ON_SLURM)} by tests/test_slurm.py")
-    assert len(COMMANDS) >= 8 and len(INSTALL) == 2 and len(ON_SLURM) >= 1
+          f"{len(INSTALL)} by test_install_commands (slow), {len(ON_SLURM)} by tests/test_slurm.py, "
+          f"{len(SHIPPED)} by tests/test_shipped_model.py")
+    assert len(COMMANDS) >= 8 and len(INSTALL) == 2 and len(ON_SLURM) >= 1 and len(SHIPPED) >= 1
     from test_slurm import README_SLURM_COMMANDS
     assert sorted({c for _, c in ON_SLURM}) == README_SLURM_COMMANDS
+    shipped_test = (REPO / "tests" / "test_shipped_model.py").read_text()
+    for name, command in SHIPPED:
+        assert f'"{command.split("#")[0].strip()}"' in shipped_test, (name, command)
 
 
 def test_targets_come_before_options():
@@ -66,10 +76,13 @@ def write_user_files(clone: Path, before: str):
     if "cohort.tsv" in before and not (clone / "cohort.tsv").exists():
         relative.to_csv(clone / "cohort.tsv", sep="\t", index=False)
     if "my_predict.yaml" in before and not (clone / "my_predict.yaml").exists():
-        new = relative.loc[[0], ["patient", "scan", "t1", "t2", "adc"]].assign(scan="NEW001_1", patient="NEW001")
-        new.to_csv(clone / "new_patients.tsv", sep="\t", index=False)
-        (clone / "my_predict.yaml").write_text(yaml.safe_dump(
-            {"predict": {"samplesheet": "new_patients.tsv", "model": "hrfcn3d"}}))
+        (clone / "my_predict.yaml").write_text(printed_file("docs/predict.md", "my_predict.yaml"))
+        sheet = printed_file("docs/predict.md", "new_patients.tsv")
+        (clone / "new_patients.tsv").write_text(sheet)
+        new = pd.read_csv(io.StringIO(sheet), sep="\t", dtype=str).iloc[0]
+        for column in new.index.drop(["patient", "scan"]):  # a column the demo lacks fails here: KeyError
+            (clone / new[column]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(clone / relative.at[0, column], clone / new[column])
     if "my_dicom_predict.yaml" in before and not (clone / "my_dicom_predict.yaml").exists():
         # another demo scan as a hospital has it: one DICOM series per sequence (tests/dicom_series.py)
         series = patient_series({m: clone / relative.at[1, m] for m in ("t1", "t2", "adc")}, clone / "NEW002" / "dicom")

@@ -10,14 +10,14 @@ The cluster has neither conda nor job accounting, as many small clusters: the pr
 (no conda unless `--sdm conda`; job status from squeue). The README's cluster command runs the whole
 tiny study as printed (test_readme_cluster_command_runs_the_tiny_study). Test-only overrides of the
 profile in the other tests: a 5 s first status check, `--slurm-no-account`, `--retries 0`, and
-`--slurm-keep-successful-logs` so the logs of finished jobs can be read.
+`--slurm-keep-successful-logs` so the logs of finished jobs can be read. What each job asks for (dry runs, no
+SLURM needed) is tested in tests/test_slurm_routing.py.
 """
 
 import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,26 +29,14 @@ from cesynth.cohort import load_samples
 from conftest import REPO, nan_copy
 from docs_commands import SLURM_PROFILE, documented_commands, fresh_clone, run_command, tiny_configfile, user_env
 from slurm_cluster import CPU_PARTITION, GPU_PARTITION, LocalSlurm, skip_reason
+from test_slurm_routing import MODEL, PARTITION_ENV, SLURM_OVERRIDES, WEIGHTS, snakemake
 
 pytestmark = pytest.mark.slurm
 
-MODEL = "unet2d"
-WEIGHTS = f"results/models/{MODEL}/stage1/weights.pt"
 TRAIN_MEM_MB = 16000  # rules/train.smk: train_stage1 resources mem_mb
 TRAIN_THREADS = 2  # training.threads below -> train_stage1 threads -> sbatch --cpus-per-task
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 # Three single-scan patients: one in each of train, test_A and B (fewer skull strips to run locally).
 SMALL_COHORT = f"demo: {{patients: 3, followups: 0, expert_masks: 1}}\ntraining: {{threads: {TRAIN_THREADS}}}\n"
-SLURM_OVERRIDES = [
-    "--profile", str(REPO / "profiles" / "slurm"),
-    "--retries", "0",
-    "--slurm-no-account",
-    "--slurm-keep-successful-logs",
-    "--verbose",
-    # Only mtime decides what reruns, as in the local run before: the SLURM part must be exactly
-    # the forced jobs even if a source file was edited meanwhile (a shared checkout).
-    "--rerun-triggers", "mtime",
-]
 SLURM_RUN_TIMEOUT_S = 300
 
 REASON = skip_reason()
@@ -74,38 +62,10 @@ def job_env(cluster) -> dict:
     # sbatch jobs run `python -m snakemake` with this interpreter; scripts find its venv first on PATH.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
     env["PYTHONUNBUFFERED"] = "1"
-    env["CESYNTH_SLURM_PARTITION"] = CPU_PARTITION
-    env["CESYNTH_SLURM_GPU_PARTITION"] = GPU_PARTITION
+    env.update(PARTITION_ENV)
     env.pop("CESYNTH_SLURM_ACCOUNT", None)
     env.pop("CESYNTH_GPU_MODEL", None)
     return env
-
-
-def snakemake(workdir, configfiles, args, env=None, timeout=600, cluster=None):
-    """Targets go last in ``args``, after a single-valued option (--configfile etc. take lists)."""
-    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--configfile", *map(str, configfiles), *args]
-    start = time.monotonic()
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        queue = cluster.run("squeue", "-t", "all", "-o", "%i %P %T %r %C %m %b %k", check=False).stdout if cluster else ""
-        out = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
-        pytest.fail(f"snakemake did not finish in {timeout}s\nsqueue:\n{queue}\n{out[-6000:]}")
-    result.seconds = time.monotonic() - start
-    result.out = result.stdout + result.stderr
-    return result
-
-
-def test_profile_passes_a_rules_threads_to_sbatch(tmp_path):
-    """Without `cores` in the profile Snakemake caps `threads` (so --cpus-per-task) at the login
-    node's cores; the dry run shows what each job would ask for. No SLURM needed."""
-    threads = os.cpu_count() + 6  # more than this machine has
-    extra = tmp_path / "threads.yaml"
-    extra.write_text(f"training: {{threads: {threads}}}\n")
-    result = snakemake(tmp_path, [REPO / "config" / "tiny.yaml", extra], [*SLURM_OVERRIDES, "-n", WEIGHTS])
-    assert result.returncode == 0, result.out[-3000:]
-    job = result.out.split("rule train_stage1:", 1)[1].split("\n\n", 1)[0]
-    assert f"threads: {threads}" in job, job
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +127,7 @@ def test_cpu_and_gpu_rules_run_through_sbatch(cluster, preprocessed):
     train_mem = TRAIN_MEM_MB
     if node_mem < TRAIN_MEM_MB:  # a smaller CI machine: keep the request schedulable
         train_mem = node_mem
-        extra += ["--set-resources", f"train_stage1:mem_mb={node_mem}", f"train_stage1:slurm_partition='{GPU_PARTITION}'"]
+        extra += ["--set-resources", f"train_stage1:mem_mb={node_mem}"]  # stays in the GPU partition
     if node_cpus < TRAIN_THREADS:
         extra += ["--set-threads", f"train_stage1={node_cpus}"]
     split_before = (work / "results" / "split.tsv").read_text()

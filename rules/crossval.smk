@@ -1,0 +1,59 @@
+# Cross-validation by patient (crossval:, cesynth.crossval): the fold models' out-of-fold syntheses pooled into one
+# model per architecture, the learning curve, and the models that ship (trained on every patient).
+
+if CROSSVAL:
+
+    rule pool_oof:
+        """<model>_oof: each scan's synthesis and uncertainty map from the fold model that did not train on it."""
+        localrule: True
+        input:
+            synth=lambda w: [p for m in CV.pooled[w.model] for p in syntheses(m, CV.models[m].test)],
+            maps=lambda w: [p for m in CV.pooled[w.model] for p in uncertainty_maps(m, CV.models[m].test)],
+        output:
+            synth=syntheses("{model}", TEST),
+            maps=uncertainty_maps("{model}", TEST),
+        wildcard_constraints:
+            model=model_pattern(CV.pooled),
+        conda:
+            "../envs/evaluate.yaml"
+        log:
+            log("pool_oof", "{model}"),
+        script:
+            "../workflow_scripts/pool_oof.py"
+
+    _CURVE = CROSSVAL.get("learning_curve")
+    _CURVE_MODELS = {} if not _CURVE else {
+        n: m for n, m in CV.models.items() if m.base == _CURVE["model"] and m.fold in _CURVE["folds"]}
+
+    rule learning_curve:
+        """Out-of-fold gain over identity against the number of training patients, with a log-linear trend and
+        its projection to larger cohorts (extrapolation)."""
+        input:
+            metrics=[S.path("metrics", model=m) for m in _CURVE_MODELS],
+            identity=S.path("metrics", model=S.IDENTITY),
+        output:
+            table=report(study_file("learning_curve", "learning_curve.tsv"), caption="../report/learning_curve.rst",
+                         category="Learning curve", labels={"figure": "table"}),
+            trend=study_file("learning_curve", "trend.tsv"),
+            figure=report(study_file("learning_curve", "learning_curve.png"), caption="../report/learning_curve.rst",
+                          category="Learning curve", labels={"figure": "learning curve"}),
+        params:
+            models=_CURVE_MODELS,
+        conda:
+            "../envs/evaluate.yaml"
+        log:
+            log("learning_curve", "all"),
+        script:
+            "../workflow_scripts/learning_curve.py"
+
+    rule crossval:
+        """The cross-validated study: every cross-validation study's tables and figures, and the learning curve."""
+        input:
+            [study_file(s, "summary.html") for s in STUDIES],
+            rules.learning_curve.output if _CURVE else [],
+
+    rule ship:
+        """The models that ship: crossval.ship trained on every patient, with cards that give out-of-fold numbers."""
+        input:
+            [S.path(k, model=m, stage=2) for m in CROSSVAL.get("ship") or CROSSVAL["models"]
+             for k in ("weights", "model_card", "model_card_text")],

@@ -1,0 +1,6 @@
+from cesynth.crossval import pool_files
+from cesynth.io import redirect_output
+
+with redirect_output(snakemake.log[0]):
+    pool_files(snakemake.input.synth, snakemake.output.synth)
+    pool_files(snakemake.input.maps, snakemake.output.maps)
