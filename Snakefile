@@ -41,6 +41,7 @@ include: "rules/evaluate.smk"
 include: "rules/predict.smk"
 include: "rules/qc.smk"
 include: "rules/crossval.smk"
+include: "rules/viewer.smk"
 
 
 # The front page: once the studies have run, the description followed by their headline numbers (rule overview).
@@ -72,7 +73,7 @@ onstart:
 
 
 # Target rules besides the studies, for `snakemake targets` and the unknown-target message.
-OTHER_TARGETS = ["all", "preprocess_all", "predict", "targets", *(["crossval", "ship"] if CROSSVAL else [])]
+OTHER_TARGETS = ["all", "preprocess_all", "predict", "viewers", "targets", *(["crossval", "ship"] if CROSSVAL else [])]
 
 # `snakemake targets` on its own is answered here: as a job it would first need --cores, and print nothing with -n.
 # The rule below serves the other callers (the API, or `targets` among other targets).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 
 import torch
@@ -28,9 +29,29 @@ def bf16_autocast(device: torch.device, cuda=True, cpu=False):
     return nullcontext()
 
 
+# The bf16 paths of oneDNN, weakest first. ONEDNN_MAX_CPU_ISA caps what oneDNN uses (so a CPU can behave like an
+# older one): a cap below AVX512_CORE_BF16 leaves bf16 emulated, one below AMX leaves AVX512-BF16.
+CPU_BF16_KINDS = (None, "avx512_bf16", "amx")
+_ISA_CAP_KIND = {"AVX512_CORE_BF16": "avx512_bf16", "AVX512_CORE_FP16": "avx512_bf16", "AVX10_1_512": "avx512_bf16"}
+# Where CPU bf16 training has been shown to learn as float32 does, per bf16 path and architecture (the demo's
+# proof, every model >= +3 dB over identity, on each path: docs/demo.md). unet3d under AVX512-BF16 without AMX
+# stalled at +1.1 dB where float32 reaches +3.6 (issue #32), so "auto" trains it in float32 there.
+CPU_BF16_TRAINING_VALIDATED = {"amx": {"unet2d", "unet3d", "hrfcn2d", "hrfcn3d"},
+                               "avx512_bf16": {"unet2d", "hrfcn2d", "hrfcn3d"}}
+
+
+def cpu_bf16_kind() -> str | None:
+    """This CPU's native bf16 path as oneDNN will use it: "amx", "avx512_bf16" or None (bf16 emulated, slower)."""
+    found = "amx" if torch.cpu._is_amx_tile_supported() else (
+        "avx512_bf16" if torch.cpu._is_avx512_bf16_supported() else None)
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    allowed = "amx" if cap in ("ALL", "DEFAULT") or "AMX" in cap else _ISA_CAP_KIND.get(cap)
+    return min(found, allowed, key=CPU_BF16_KINDS.index)
+
+
 def cpu_bf16_native() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, as oneDNN may use them)."""
+    return cpu_bf16_kind() is not None
 
 
 def use_cpu_bf16(setting) -> bool:
@@ -50,10 +71,13 @@ def cpu_bf16_training_problem(slicewise: bool, patch) -> str | None:
             "about 8,192; set cpu_bf16: false for this model or a smaller patch")
 
 
-def cpu_bf16_training(setting, slicewise: bool, patch, name="model") -> bool:
+def cpu_bf16_training(setting, slicewise: bool, patch, name="model", architecture=None) -> bool:
     """Whether a net trains under bf16 autocast on the CPU: ``training.cpu_bf16`` resolved (:func:`use_cpu_bf16`),
-    where "auto" also keeps a 3D net whose patch slices are too large for it in float32 and true refuses it."""
+    where "auto" also keeps in float32 a 3D net whose patch slices are too large for it (true refuses it) and an
+    ``architecture`` not shown to learn in bf16 on this CPU's bf16 path (CPU_BF16_TRAINING_VALIDATED)."""
     problem = cpu_bf16_training_problem(slicewise, patch)
     if setting is True and problem:
         raise ValueError(f"{name}: {problem}")
+    if setting == "auto" and architecture not in CPU_BF16_TRAINING_VALIDATED.get(cpu_bf16_kind(), ()):
+        return False
     return use_cpu_bf16(setting) and not problem

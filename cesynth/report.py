@@ -84,7 +84,8 @@ def write_study(study: StudyInputs, metric_paths, outputs):
     endpoints = endpoint_tests(metrics, models[1], baseline)  # every study: identity first, then its models
     write_table(endpoints, outputs.endpoints_tsv)
     write_html_page(outputs.summary, "Mean ± sd per model (paper Tables I and II)", summary.to_html(na_rep=""),
-                    intro=primary_line(endpoints))
+                    intro=primary_line(endpoints) + " Every test patient in a slice viewer: viewers.html beside "
+                          "this page (written by `snakemake viewers`).")
 
     ttests = pd.concat([paired_tests(metrics[metrics.set == s], [m for m in METRICS if m in metrics])
                         .assign(set=s) for s in ("test_A", "B") if (metrics.set == s).any()], ignore_index=True)

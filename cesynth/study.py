@@ -57,6 +57,7 @@ PATHS = {
     "uncertainty_metrics": "{r}/models/{model}/uncertainty_metrics.tsv",
     "uncertainty_calibration": "{r}/models/{model}/uncertainty_calibration.tsv",
     "study": "{r}/studies/{study}/{name}",
+    "study_viewer": "{r}/studies/{study}/viewer/{scan}.html",  # offline slice viewer (cesynth.viewer)
     "overview": "{r}/studies/overview.rst",
     # prediction for new patients (no CE-T1): everything under results/predict/<scan>/
     "predict_dicom_checked": "{r}/predict/{pscan}/dicom/{pscan}_dicom_checked.json",
@@ -79,6 +80,7 @@ PATHS = {
     "predict_panel": "{r}/predict/{pscan}/{pscan}_model-{model}_desc-synthetic_panel.png",
     "predict_dicom": "{r}/predict/{pscan}/{pscan}_model-{model}_desc-synthetic_ce_t1_dicom",
     "predict_uncertainty_dicom": "{r}/predict/{pscan}/{pscan}_model-{model}_desc-uncertainty_dicom",
+    "predict_viewer": "{r}/predict/{pscan}/viewer.html",
     "log": "{r}/logs/{rule}/{name}.log",
     "benchmark": "{r}/benchmarks/{rule}/{name}.tsv",
 }

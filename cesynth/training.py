@@ -158,7 +158,7 @@ class StageTrainer:
         self.fingerprint = _fingerprint(job.model_spec, job.stage, job.training, job.train_stacks, job.init_weights)
         self.model, self.input_format = self.build_model()
         cpu_bf16 = cpu_bf16_training(self.training.get("cpu_bf16", False), self.module.slicewise, self.training["patch"],
-                                     self.job.name)
+                                     self.job.name, job.model_spec["architecture"])
         self.autocast = bf16_autocast(self.device, cuda=self.training.get("amp", True), cpu=cpu_bf16)
         if cpu_bf16 and self.device.type == "cpu":
             self.log(f"{job.name}: bf16 autocast on the CPU (training.cpu_bf16: {self.training['cpu_bf16']})")

@@ -6,7 +6,7 @@ axial, coronal and sagittal views; the panes share one crosshair. The expert lab
 outlines (NiiVue's drawing layer, rim only) that a check box hides.
 
 8-bit: each volume is stored as 256 levels over its own finite range (NIfTI scl_slope/scl_inter), so a level
-is 1/255 of that range; the page's initial window spans most of the range of an image, so that is at most
+is 1/255 of that range; the page's initial window spans most of the range of an image, so that is about
 one grey level of the screen, and for the |error| and uncertainty maps, whose window is narrower than their
 range, a few. NaN voxels become the volume's minimum (a page of a broken volume still opens).
 """
@@ -14,6 +14,7 @@ range, a few. NaN voxels become the volume's minimum (a page of a broken volume 
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import html
 import json
@@ -24,7 +25,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .io import Stack, atomic_output, load_nifti
+from .io import Stack, atomic_output, load_nifti, write_html_page
 from .plots import _display_max
 from .report import _best
 
@@ -96,13 +97,14 @@ def label_map(tumour: np.ndarray | None, enhancing: np.ndarray | None) -> np.nda
 
 def page(title: str, panes: list[Pane], affine: np.ndarray, *, labels: np.ndarray | None = None,
          metrics: pd.DataFrame | None = None, banner: str = "", note: str = "") -> str:
-    """The standalone HTML of one viewer: ``panes`` linked by one crosshair, the ``labels`` outlines (toggle),
-    ``metrics`` (one row per model) beside them, ``banner`` in red above everything."""
+    """The standalone HTML of one viewer: ``panes`` linked by one crosshair, which starts at the centre of the
+    labels (else of the volume), the ``labels`` outlines (toggle), ``metrics`` (one row per model) beside them,
+    ``banner`` in red above everything."""
     if not 0 < len(panes) <= MAX_PANES:
         raise ValueError(f"a viewer page holds 1 to {MAX_PANES} panes (one WebGL canvas each), not {len(panes)}")
     volumes = {}  # id -> base64, so each payload sits once in the page
     # outlineOpacity: the labels' fill, faint but not 0 (NiiVue draws the rim only where the fill is drawn)
-    config = {"panes": [], "labels": None, "outlineOpacity": 0.02}
+    config = {"panes": [], "labels": None, "outlineOpacity": 0.02, "start": _centre_mm(panes[0].volume, labels, affine)}
     for i, pane in enumerate(panes):
         volumes[f"v{i}"] = encode_volume(pane.volume, affine)
         entry = {"title": pane.title, "volume": f"v{i}", "colormap": pane.colormap, "window": list(pane.window)}
@@ -115,8 +117,9 @@ def page(title: str, panes: list[Pane], affine: np.ndarray, *, labels: np.ndarra
         config["labels"] = "labels"
     data = "".join(f'<script type="application/octet-stream" id="{key}">{payload}</script>\n'
                    for key, payload in volumes.items())
-    table = metrics.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.3f}", border=0) \
-        if metrics is not None and not metrics.empty else "<p>no metrics</p>"
+    # metrics as rows, models as columns: the side column is narrow and a study has few models
+    table = metrics.set_index("model").T.to_html(na_rep="", float_format=lambda v: f"{v:.3f}", border=0) \
+        if metrics is not None and not metrics.empty else ""
     return (_TEMPLATE
             .replace("{{title}}", html.escape(title))
             .replace("{{banner}}", f'<div class="banner">{html.escape(banner)}</div>' if banner else "")
@@ -126,8 +129,21 @@ def page(title: str, panes: list[Pane], affine: np.ndarray, *, labels: np.ndarra
             .replace("{{threshold}}", "" if any(p.overlay is not None for p in panes) else "hidden")
             .replace("{{config}}", json.dumps(config).replace("</", "<\\/"))
             .replace("{{data}}", data)
-            # last: the library's own text must not be searched for placeholders
-            .replace("{{niivue}}", (ASSETS / "niivue.umd.js").read_text().replace("</script", "<\\/script")))
+            .replace("{{niivue}}", _niivue()))
+
+
+def _centre_mm(volume, labels, affine) -> list[float]:
+    """World position (mm) of the labels' centre of mass, else of the volume's centre."""
+    inside = np.argwhere(labels > 0) if labels is not None and np.any(labels) else None
+    voxel = inside.mean(axis=0) if inside is not None else (np.asarray(volume.shape[:3]) - 1) / 2
+    return [float(v) for v in nib.affines.apply_affine(affine, voxel)]
+
+
+@functools.cache
+def _niivue() -> str:
+    """The NiiVue bundle gzipped, in base64: 0.8 of its 2.3 MB (the page inflates it with the browser's own
+    DecompressionStream)."""
+    return base64.b64encode(gzip.compress((ASSETS / "niivue.umd.js").read_bytes(), mtime=0)).decode("ascii")
 
 
 def write_page(path, *args, **kwargs) -> int:
@@ -138,56 +154,60 @@ def write_page(path, *args, **kwargs) -> int:
     return len(text.encode("utf-8"))
 
 
+def channel(stack: Stack, name: str) -> np.ndarray:
+    """One channel of a stack as float32 in NIfTI voxel order (X, Y, Z), the order of the syntheses' files."""
+    return stack.to_xyz(np.asarray(stack[name], dtype=np.float32))
+
+
+def input_panes(stack: Stack, names, brain: np.ndarray) -> list[Pane]:
+    """A pane per input sequence, each with its own window."""
+    return [Pane(name, image, window(image, brain)) for name, image in ((n, channel(stack, n)) for n in names)]
+
+
 def report_panes(stack: Stack, syntheses: dict, best: str, uncertainty, modalities, reference: str) -> list[Pane]:
     """Panes of one test patient: the inputs (own windows), the real CE-T1 and each model's synthesis (the real
     one's window, so brightness compares), |synthesis - truth| of ``best`` (0 to half that window) and its
     ``uncertainty`` map (NIfTI path or None; 0 to its 99th percentile in the brain), all (X, Y, Z)."""
-    brain = stack.to_xyz(np.asarray(stack["brain_mask"]) > 0)
-    truth = stack.to_xyz(np.asarray(stack[reference], dtype=np.float32))
+    brain = channel(stack, "brain_mask") > 0
+    truth = channel(stack, reference)
     truth_window = window(truth, brain)
-    panes = [Pane(m, image, window(image, brain))
-             for m, image in ((m, stack.to_xyz(np.asarray(stack[m], dtype=np.float32))) for m in modalities)]
+    panes = input_panes(stack, modalities, brain)
     panes.append(Pane(f"{reference} (acquired)", truth, truth_window))
     images = {model: load_nifti(path)[0] for model, path in syntheses.items()}
     panes += [Pane(f"{model} (synthetic)", image, truth_window) for model, image in images.items()]
-    panes.append(Pane(f"|{best} - {reference}|", np.abs(images[best] - truth), (0.0, truth_window[1] / 2), "inferno"))
+    panes.append(Pane(f"|{best} - {reference}|", np.abs(images[best] - truth), (0.0, truth_window[1] / 2), "magma"))
     if uncertainty is not None:
         spread = load_nifti(uncertainty)[0]
-        panes.append(Pane(f"uncertainty {best}", spread, window(spread, brain, 99), "viridis"))
+        panes.append(Pane(f"uncertainty {best}", spread, window(spread, brain, 99), "magma"))
     return panes
 
 
-def report_viewer(path, *, scan: str, study: str, stack_path, syntheses: dict, uncertainty: dict, metrics: pd.DataFrame,
-                  modalities, reference: str) -> int:
-    """The report's viewer of one test patient: :func:`report_panes` with the best model of ``metrics`` (the
-    study's per-scan table; highest mean brain PSNR, as in the study's figures), its uncertainty map when
-    ``uncertainty`` (model -> NIfTI path) has one, the expert labels and the patient's metrics."""
+def report_viewer(path, *, scan: str, study: str, stack_path, models: dict, metrics: pd.DataFrame, modalities,
+                  reference: str) -> int:
+    """The report's viewer of one test patient: :func:`report_panes` of ``models`` (model -> (synthesis, its
+    uncertainty map or None), NIfTI paths) with the best model of ``metrics`` (the study's per-scan table;
+    highest mean brain PSNR among the models with a map, as in the study's figures), the expert labels and the
+    patient's metrics."""
     stack = Stack(stack_path)
-    trained = [m for m in syntheses if m in uncertainty] or list(syntheses)
-    best = _best(metrics, trained)
-    panes = report_panes(stack, syntheses, best, uncertainty.get(best), modalities, reference)
-    labels = label_map(*(stack.to_xyz(np.asarray(stack[c])) if stack.has(c) else None
-                         for c in ("tumour_mask", "et_mask")))
+    best = _best(metrics, [m for m, (_, spread) in models.items() if spread] or list(models))
+    panes = report_panes(stack, {m: synth for m, (synth, _) in models.items()}, best, models[best][1], modalities,
+                         reference)
+    labels = label_map(*(channel(stack, c) if stack.has(c) else None for c in ("tumour_mask", "et_mask")))
     rows = metrics[metrics.scan == scan]
     shown = rows[["model", *[c for c in METRIC_COLUMNS if c in rows and rows[c].notna().any()]]]
     return write_page(path, f"{study}: {scan}", panes, stack.affine, labels=labels, metrics=shown,
-                      note=f"model grid {'x'.join(map(str, truth_shape(stack)))}; best model {best} "
+                      note=f"model grid {'x'.join(map(str, panes[0].volume.shape))}; best model {best} "
                            "(highest mean brain PSNR of the study)")
-
-
-def truth_shape(stack: Stack) -> tuple:
-    """The (X, Y, Z) shape of a stack's volumes."""
-    return tuple(reversed(stack.data.shape[1:]))
 
 
 def predict_viewer(path, *, scan: str, stack_path, synthesis, uncertainty, inputs, model: str, warning: str) -> int:
     """The viewer beside a prediction: the inputs, the synthesis and, given an ``uncertainty`` map (model-space
-    NIfTI), the synthesis with the map over it from a threshold (the 90th percentile in the brain at first)."""
+    NIfTI), the synthesis with the map over it from a threshold (the 90th percentile in the brain at first);
+    ``warning`` (cesynth.predict.WARNING, which says SYNTHETIC) in the red banner."""
     stack = Stack(stack_path)
-    brain = stack.to_xyz(np.asarray(stack["brain_mask"]) > 0)
-    panes = [Pane(m, image, window(image, brain))
-             for m, image in ((m, stack.to_xyz(np.asarray(stack[m], dtype=np.float32))) for m in inputs)]
-    synth, affine = load_nifti(synthesis)
+    brain = channel(stack, "brain_mask") > 0
+    panes = input_panes(stack, inputs, brain)
+    synth = load_nifti(synthesis)[0]
     panes.append(Pane(f"SYNTHETIC ce_t1 ({model})", synth, window(synth, brain)))
     if uncertainty is not None:
         spread = np.nan_to_num(load_nifti(uncertainty)[0], nan=0.0)
@@ -195,25 +215,23 @@ def predict_viewer(path, *, scan: str, stack_path, synthesis, uncertainty, input
         start = float(np.percentile(inside, 90)) if inside.size else 0.0
         panes.append(Pane("SYNTHETIC ce_t1 + uncertainty", synth, window(synth, brain), overlay=spread,
                           overlay_window=(start, window(spread, brain, 99)[1])))
-    return write_page(path, f"SYNTHETIC CE-T1: {scan}", panes, affine,
-                      banner=f"SYNTHETIC: {warning}", note=f"model {model}, model grid")
+    return write_page(path, f"SYNTHETIC CE-T1: {scan}", panes, stack.affine,
+                      banner=warning, note=f"model {model}, model grid")
 
 
 def study_index(path, *, study: str, metrics: pd.DataFrame, pages: dict) -> None:
-    """A small page listing a study's test patients (set, best brain PSNR) with links to their viewers
-    (``pages``: scan -> link relative to ``path``)."""
-    sets = metrics.drop_duplicates("scan").set_index("scan")["set"]
-    rows = "".join(
-        f"<tr><td><a href='{html.escape(link)}'>{html.escape(scan)}</a></td><td>{html.escape(str(sets.get(scan, '')))}"
-        f"</td></tr>" for scan, link in pages.items())
-    text = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(study)}: slice viewers</title>"
-            "<style>body{font-family:sans-serif} td,th{padding:2px 10px;text-align:left}</style></head><body>"
-            f"<h3>{html.escape(study)}: slice viewers, one page per test patient</h3>"
-            "<p>Each page opens offline: inputs, acquired and synthetic CE-T1, error and uncertainty, linked "
-            "axial / coronal / sagittal views, tumour outlines, the patient's metrics.</p>"
-            f"<table><tr><th>patient scan</th><th>set</th></tr>{rows}</table></body></html>\n")
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
+    """A page listing a study's test patients, each linked to its viewer (``pages``: scan -> link relative to
+    ``path``), with its set and every model's brain PSNR, to pick patients by."""
+    psnr = metrics.pivot_table(index="scan", columns="model", values="psnr_brain")
+    table = pd.DataFrame({"patient scan": [f"<a href='{html.escape(link)}'>{html.escape(scan)}</a>"
+                                           for scan, link in pages.items()],
+                          "set": metrics.drop_duplicates("scan").set_index("scan")["set"].reindex(list(pages)).values})
+    table = table.join(psnr.reindex(list(pages)).add_prefix("PSNR brain ").reset_index(drop=True))
+    write_html_page(path, f"{study}: slice viewers, one page per test patient",
+                    table.to_html(index=False, escape=False, na_rep="", float_format=lambda v: f"{v:.2f}"),
+                    intro="Each page opens offline: the inputs, the acquired and synthetic CE-T1, the error and "
+                          "uncertainty of the best model, linked axial / coronal / sagittal views, the tumour "
+                          "outlines and the patient's metrics.")
 
 
 _TEMPLATE = """<!DOCTYPE html>
@@ -250,8 +268,9 @@ aside td,aside th{border:1px solid #444;padding:2px 4px;text-align:right}
 right-drag: window/level · scroll: slice</span>
 <span id="status"></span></header>
 <main><div id="grid"></div><aside><p>{{note}}</p>{{metrics}}</aside></main>
-<script>/* NiiVue, BSD 2-Clause License, Copyright (c) 2021, Niivue; https://github.com/niivue/niivue */
-{{niivue}}</script>
+<!-- NiiVue 0.69.0 (cesynth/viewer_assets/niivue.umd.js, gzip, base64), BSD 2-Clause License,
+Copyright (c) 2021, Niivue; https://github.com/niivue/niivue -->
+<script type="application/octet-stream" id="niivue">{{niivue}}</script>
 <script type="application/json" id="config">{{config}}</script>
 {{data}}<script>
 "use strict";
@@ -274,8 +293,14 @@ function volume(id, colormap, range, opacity) {
     opacity, cal_min: range[0], cal_max: range[1], trustCalMinMax: true});
 }
 
-const SLICE = {multi: niivue.SLICE_TYPE.MULTIPLANAR, axial: niivue.SLICE_TYPE.AXIAL,
-  coronal: niivue.SLICE_TYPE.CORONAL, sagittal: niivue.SLICE_TYPE.SAGITTAL};
+let SLICE;  // NiiVue's slice types by the names of the view menu, once NiiVue is loaded
+
+async function loadNiivue() {
+  const text = new Blob([bytes("niivue")]).stream().pipeThrough(new DecompressionStream("gzip"));
+  (0, eval)(await new Response(text).text());  // the UMD bundle defines globalThis.niivue
+  SLICE = {multi: niivue.SLICE_TYPE.MULTIPLANAR, axial: niivue.SLICE_TYPE.AXIAL,
+    coronal: niivue.SLICE_TYPE.CORONAL, sagittal: niivue.SLICE_TYPE.SAGITTAL};
+}
 
 // Every pane shows the same grid, so one pane's crosshair (as a fraction of the volume) is every pane's.
 function follow(leader) {
@@ -313,29 +338,40 @@ function setThreshold(value) {
   document.getElementById("threshold-value").textContent = Number(value).toFixed(3);
 }
 
-async function main() {
-  const grid = document.getElementById("grid");
-  for (const [i, pane] of config.panes.entries()) {
-    const figure = document.createElement("figure");
-    figure.innerHTML = `<figcaption><span class="title"></span><span class="value" id="value-${i}"></span>` +
-      `</figcaption><div class="view"><canvas id="pane-${i}" tabindex="0"></canvas></div>`;
-    figure.querySelector(".title").textContent = pane.title;
-    grid.appendChild(figure);
-    const nv = new niivue.Niivue({backColor: [0, 0, 0, 1], crosshairColor: [1, 0.8, 0, 0.8],
-      multiplanarShowRender: niivue.SHOW_RENDER.NEVER, multiplanarLayout: niivue.MULTIPLANAR_TYPE.ROW,
-      dragAndDropEnabled: false, isColorbar: pane.colormap !== "gray", logLevel: "error", loadingText: ""});
-    await nv.attachToCanvas(figure.querySelector("canvas"));
-    nv.addVolume(await volume(pane.volume, pane.colormap, pane.window, 1));
-    if (pane.overlay) nv.addVolume(await volume(pane.overlay, "warm", pane.overlayWindow, 0.7));
-    if (config.labels) {
-      nv.loadDrawing(await volume(config.labels, "gray", [0, 2], 1));
-      nv.drawRimOpacity = 1;  // the labels' edges only: the fill is nearly transparent
-      nv.drawOpacity = config.outlineOpacity;
-    }
-    nv.setSliceType(SLICE.multi);
-    nv.onLocationChange = () => follow(nv);
-    viewer.panes.push(nv);
+async function addPane(grid, pane, i) {
+  const figure = document.createElement("figure");
+  figure.innerHTML = `<figcaption><span class="title"></span><span class="value" id="value-${i}"></span>` +
+    `</figcaption><div class="view"><canvas id="pane-${i}" tabindex="0"></canvas></div>`;
+  figure.querySelector(".title").textContent = pane.title;
+  grid.appendChild(figure);
+  const nv = new niivue.Niivue({backColor: [0, 0, 0, 1], crosshairColor: [1, 0.8, 0, 0.8], crosshairWidth: 1,
+    crosshairWidthUnit: "pixels",  // a voxel-wide line hides a small grid's structures
+    multiplanarShowRender: niivue.SHOW_RENDER.NEVER, multiplanarLayout: niivue.MULTIPLANAR_TYPE.ROW,
+    dragAndDropEnabled: false, isColorbar: pane.colormap !== "gray", logLevel: "error", loadingText: ""});
+  await nv.attachToCanvas(figure.querySelector("canvas"));
+  nv.addVolume(await volume(pane.volume, pane.colormap, pane.window, 1));
+  if (pane.overlay) nv.addVolume(await volume(pane.overlay, "warm", pane.overlayWindow, 0.7));
+  if (config.labels) {
+    nv.loadDrawing(await volume(config.labels, "gray", [0, 2], 1));
+    nv.drawRimOpacity = 1;  // the labels' edges only: the fill is nearly transparent
+    nv.drawOpacity = config.outlineOpacity;
   }
+  // where the reader already is, if a pane is up (same grid in every pane), else the start
+  nv.scene.crosshairPos = viewer.panes.length ? viewer.panes[0].scene.crosshairPos.slice() : nv.mm2frac(config.start);
+  nv.setSliceType(SLICE.multi);
+  nv.onLocationChange = () => follow(nv);
+  return nv;
+}
+
+async function main() {
+  await loadNiivue();
+  const grid = document.getElementById("grid");
+  // one after the other, so that the first panes show while the others load
+  for (const [i, pane] of config.panes.entries()) {
+    viewer.panes.push(await addPane(grid, pane, i));
+    viewer.firstPaneMs = viewer.firstPaneMs || performance.now();
+  }
+  showValues();
   const overlay = config.panes.find((pane) => pane.overlay);
   if (overlay) {
     const slider = document.getElementById("threshold");
@@ -356,7 +392,7 @@ async function main() {
       PageUp: [0, 1, 0], PageDown: [0, -1, 0]}[e.key];
     if (step) { e.preventDefault(); move(...step); }
   });
-  showValues();
+  viewer.openedMs = performance.now();  // since the page was requested
   viewer.ready = true;
 }
 main().catch((e) => { viewer.error = String(e && e.stack || e); });

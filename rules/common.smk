@@ -104,6 +104,11 @@ def evaluated_model(model):
     return pooled if pooled in CV.pooled else model
 
 
+def viewer_models(study):
+    """The syntheses a study's viewer shows: its models without identity (the T1, already a pane)."""
+    return [m for m in S.study_models(config, study) if m != S.IDENTITY]
+
+
 def raw(scan, modality):
     return SAMPLES.at[scan, modality]
 

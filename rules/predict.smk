@@ -39,7 +39,7 @@ if PREDICT.get("samplesheet"):
         """Synthetic CE-T1 of every scan of predict.samplesheet, on its native T1 grid and in model space."""
         input:
             [predict_out(k, s) for s in PREDICT_SAMPLES.scan
-             for k in ["synth", "synth_model", "sidecar", "panel", *PREDICT_UNCERTAINTY]],
+             for k in ["synth", "synth_model", "sidecar", "panel", "viewer", *PREDICT_UNCERTAINTY]],
             [predict_out(k, s) for s in PREDICT_DICOM_OUT for k in PREDICT_DICOM_KINDS],
 
     use rule dicom_check as predict_dicom_check with:

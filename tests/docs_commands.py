@@ -43,15 +43,20 @@ def documented_commands() -> list[tuple[str, str]]:
 
 
 def printed_file(doc: str, name: str) -> str:
-    """The file ``name`` as ``doc`` prints it: the fenced block right after the first paragraph that names it in
-    backticks and ends with a colon. A block without a language is a table shown aligned: its runs of two or
+    """The file ``name`` as ``doc`` prints it: the fenced block (not commands) right after the first paragraph
+    that names it in backticks and ends with a colon, else the inline code after its name and a colon or `=`
+    (e.g. "`a.yaml` = `predict: {...}`"). A block without a language is a table shown aligned: its runs of two or
     more spaces are the file's tabs."""
     text = (REPO / doc).read_text()
-    found = re.search(rf"`{re.escape(name)}`(?:[^\n]|\n(?!\n))*?:\n\n```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
-    if not found:
+    found = re.search(rf"`{re.escape(name)}`(?:[^\n]|\n(?!\n))*?:\n\n```(?!bash)(\w*)\n(.*?)^```", text,
+                      flags=re.S | re.M)
+    if found:
+        language, content = found.groups()
+        return content if language else re.sub(r" {2,}", "\t", content)
+    inline = re.search(rf"`{re.escape(name)}`[^`]*?[:=]\s+`([^`]+)`", text)
+    if not inline:
         raise ValueError(f"{doc} prints no block for `{name}`")
-    language, content = found.groups()
-    return content if language else re.sub(r" {2,}", "\t", content)
+    return inline.group(1) + "\n"
 
 
 def fresh_clone(dest: Path) -> Path:

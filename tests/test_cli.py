@@ -118,7 +118,7 @@ def test_unknown_target_lists_studies_and_models(tmp_path, target, hint):
         assert f"{study} (" in printed
     models = printed.split("models: ", 1)[1].split(".", 1)[0].split(", ")
     assert models == list(defaults()["models"])
-    assert "other targets: all, preprocess_all, predict, targets" in printed
+    assert "other targets: all, preprocess_all, predict, viewers, targets" in printed
 
 
 @pytest.mark.parametrize("command", ["snakemake targets", "snakemake targets -n"])
@@ -129,7 +129,7 @@ def test_targets_prints_them_as_the_readme_says(tmp_path, command):
     result = run_command(command, clone, user_env(clone), timeout=300)
     assert result.returncode == 0, result.out[-3000:]
     assert "studies: baselines (unet2d, unet3d, hrfcn2d, hrfcn3d); ablation_inputs" in result.stdout, result.out
-    assert "other targets: all, preprocess_all, predict, targets" in result.stdout
+    assert "other targets: all, preprocess_all, predict, viewers, targets" in result.stdout
     assert not (clone / "results").exists()
 
 

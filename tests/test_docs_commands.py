@@ -2,9 +2,9 @@
 
 The study is the test-size one: CESYNTH_CONFIGFILE names config/tiny.yaml, config/tiny_fast.yaml and
 a three-patient cohort (docs_commands.tiny_configfile); the Snakefile merges them after the command's
-own --configfile files (so `--configfile config/paper.yaml` stays on the command line). Files a user writes are made here: `cohort.tsv` (the demo cohort's own
-scans, so the sample-sheet run reuses the demo run's work), `my_predict.yaml` and `new_patients.tsv` exactly
-as docs/predict.md prints them, with a demo scan (without its CE-T1) where that sheet points,
+own --configfile files (so `--configfile config/paper.yaml` stays on the command line). Files a user writes are
+made here: `my_cohort.yaml` as the README prints it and the `cohort.tsv` it names (the demo cohort's own scans),
+`my_predict.yaml` and `new_patients.tsv` exactly as docs/predict.md prints them, with a demo scan (without its CE-T1) where that sheet points,
 `my_dicom_predict.yaml`, `dicom_patients.tsv` and `NEW002/dicom/<t1,t2,adc>/` (another demo scan as DICOM series).
 
 Where the commands run:
@@ -73,8 +73,9 @@ def write_user_files(clone: Path, before: str):
     """The files a user writes before running ``before`` (data paths only; commands stay as printed)."""
     demo = load_samples({"source": "samplesheet", "samplesheet": str(clone / "results/demo/samples.tsv")}, {}, None)
     relative = demo.apply(lambda col: col.map(lambda p: os.path.relpath(p, clone) if p.startswith("/") else p))
-    if "cohort.tsv" in before and not (clone / "cohort.tsv").exists():
-        relative.to_csv(clone / "cohort.tsv", sep="\t", index=False)
+    if "my_cohort.yaml" in before and not (clone / "my_cohort.yaml").exists():
+        (clone / "my_cohort.yaml").write_text(printed_file("README.md", "my_cohort.yaml"))
+        relative.to_csv(clone / "cohort.tsv", sep="\t", index=False)  # the sheet it names: the demo's own scans
     if "my_predict.yaml" in before and not (clone / "my_predict.yaml").exists():
         (clone / "my_predict.yaml").write_text(printed_file("docs/predict.md", "my_predict.yaml"))
         sheet = printed_file("docs/predict.md", "new_patients.tsv")
@@ -111,16 +112,17 @@ def test_documented_commands(tmp_path):
     for command, s in seconds:
         print(f"  {s:6.0f} s  {command}")
 
-    results = clone / "results"
-    for study in STUDIES:  # the demo run and the sample-sheet run
+    results, cohort = clone / "results", clone / "results" / "cohort"  # the demo's, config/cohort.yaml's
+    for study in STUDIES:
         assert (results / "studies" / study / "summary.html").stat().st_size > 1000
+        assert (cohort / "studies" / study / "summary.html").stat().st_size > 1000
     assert (results / "report.html").stat().st_size > 100_000
-    provenance = (results / "studies" / "provenance" / "provenance.html").read_text()
-    assert "cohort.tsv" in provenance  # the last study run read the sample sheet
-    synth = results / "predict" / "NEW001_1" / "NEW001_1_model-hrfcn3d_desc-synthetic_ce_t1.nii.gz"
+    provenance = (cohort / "studies" / "provenance" / "provenance.html").read_text()
+    assert "cohort.tsv" in provenance  # the sample-sheet run read the sheet
+    synth = cohort / "predict" / "NEW001_1" / "NEW001_1_model-hrfcn3d_desc-synthetic_ce_t1.nii.gz"
     assert synth.stat().st_size > 1000
-    read_back = nib.load(results / "predict" / "NEW002_1" / "synthetic.nii.gz")  # the DICOM series, via dcm2niix
-    native = nib.load(results / "predict" / "NEW002_1" / "NEW002_1_model-hrfcn3d_desc-synthetic_ce_t1.nii.gz")
+    read_back = nib.load(cohort / "predict" / "NEW002_1" / "synthetic.nii.gz")  # the DICOM series, via dcm2niix
+    native = nib.load(cohort / "predict" / "NEW002_1" / "NEW002_1_model-hrfcn3d_desc-synthetic_ce_t1.nii.gz")
     assert read_back.shape == native.shape and read_back.get_fdata().max() > 0.1
     assert pd.read_csv(clone / "cohort.tsv", sep="\t").scan.tolist() == \
         pd.read_csv(results / "demo" / "samples.tsv", sep="\t").scan.tolist()

@@ -22,7 +22,7 @@ PACKAGE_OF_IMPORT = {"yaml": "pyyaml", "sklearn": "scikit-learn", "skimage": "sc
 # conda-forge names of packages that PyPI names otherwise.
 PYPI_NAME_OF_CONDA = {"pytorch": "torch"}
 # Provided to every script by Snakemake itself (its module is put on the script's path), not by the env.
-PROVIDED = {"snakemake", "cesynth", "__future__"}
+PROVIDED = {"snakemake"}
 RULE_START = re.compile(r"^\s*(?:rule\b|use rule\b|checkpoint\b)", re.M)
 DIRECTIVE = r"^\s*{}:\s*\n\s*(.+?)\s*$"
 

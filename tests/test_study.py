@@ -51,6 +51,7 @@ def test_output_and_training_defaults_reach_every_model_unless_it_overrides_them
     assert S.model_spec(config, "unet2d")["output"] == "direct"
     paper = copy.deepcopy(CONFIG)
     update_config(paper, yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
+    paper["input"]["source"] = "demo"  # paper.yaml names no cohort (it comes from the user's config)
     validate(paper, str(REPO / "config" / "schema.yaml"))
     assert {S.model_spec(paper, m)["output"] for m in paper["models"]} == {"direct"}
     assert {S.model_settings(paper, m)["enhancing_patches"] for m in paper["models"]} == {0.0}

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from cesynth.data import PatchSampler, StepBatches
-from cesynth.device import CPU_BF16_MAX_SLICE_VOXELS, cpu_bf16_native, cpu_bf16_training
+from cesynth import device
+from cesynth.device import CPU_BF16_MAX_SLICE_VOXELS, cpu_bf16_kind, cpu_bf16_training
 from cesynth.training import TRAINERS, Collapsed, Interrupted, StageJob, StageTrainer, load_weights, register_trainer, \
     run_distributed, train_stage
 
@@ -287,8 +288,8 @@ def test_cpu_bf16_training_learns_like_float32_and_keeps_3d_nets_off_the_patches
         StageTrainer(job(stacks, tmp_path / "large", {**large, "cpu_bf16": True}))
     assert not cpu_bf16_training("auto", False, large["patch"])  # "auto" trains such a 3D net in float32 instead
     assert cpu_bf16_training(True, True, large["patch"])  # 2D convolutions have no such limit
-    small = StageTrainer(job(stacks, tmp_path / "small", settings(cpu_bf16="auto")))
-    assert isinstance(small.autocast, torch.autocast) == cpu_bf16_native()
+    small = StageTrainer(job(stacks, tmp_path / "small", settings(cpu_bf16="auto")))  # unet3d (SPEC)
+    assert isinstance(small.autocast, torch.autocast) == (cpu_bf16_kind() == "amx")
     with pytest.raises(ValueError, match="cpu_bf16 must be one of"):
         cpu_bf16_training("yes", True, large["patch"])
 
@@ -315,3 +316,21 @@ print(float((grads[1] - grads[0]).norm() / grads[0].norm()))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout) < 0.02
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, cap, kind", [
+    (True, True, None, "amx"), (True, True, "AVX512_CORE_BF16", "avx512_bf16"), (True, True, "AVX2", None),
+    (False, True, None, "avx512_bf16"), (False, True, "AVX512_CORE_AMX", "avx512_bf16"), (False, False, None, None)])
+def test_cpu_bf16_auto_follows_the_isa_that_onednn_may_use(monkeypatch, amx, avx512_bf16, cap, kind):
+    """ONEDNN_MAX_CPU_ISA makes a CPU behave like an older one; "auto" trains in bf16 only an architecture shown to
+    learn in bf16 on that path (the CPU's flags are what is faked here: this machine has one CPU)."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    if cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert cpu_bf16_kind() == kind
+    for architecture in ("unet2d", "unet3d", "hrfcn3d", "hrfcn3d_ref"):
+        expected = architecture in device.CPU_BF16_TRAINING_VALIDATED.get(kind, ())
+        assert cpu_bf16_training("auto", False, [3, 32, 32], architecture=architecture) == expected
+    assert cpu_bf16_training("auto", False, [3, 32, 32], architecture="unet3d") == (kind == "amx")
