@@ -33,9 +33,9 @@ def bf16_autocast(device: torch.device, cuda=True, cpu=False):
 # older one): a cap below AVX512_CORE_BF16 leaves bf16 emulated, one below AMX leaves AVX512-BF16.
 CPU_BF16_KINDS = (None, "avx512_bf16", "amx")
 _ISA_CAP_KIND = {"AVX512_CORE_BF16": "avx512_bf16", "AVX512_CORE_FP16": "avx512_bf16", "AVX10_1_512": "avx512_bf16"}
-# Where CPU bf16 training has been shown to learn as float32 does, per bf16 path and architecture (the demo's
-# proof, every model >= +3 dB over identity, on each path: docs/demo.md). unet3d under AVX512-BF16 without AMX
-# stalled at +1.1 dB where float32 reaches +3.6 (issue #32), so "auto" trains it in float32 there.
+# Where CPU bf16 training has been shown to learn as float32 does, per bf16 path and architecture (the demo on
+# each path: docs/demo.md, "On other CPUs"). unet3d has not been off AMX: in bf16 on an AVX512-BF16 CPU it stalled
+# at +1.1 dB (issue #32), so "auto" keeps it in float32 there (its demo result also varies with float32 kernels).
 CPU_BF16_TRAINING_VALIDATED = {"amx": {"unet2d", "unet3d", "hrfcn2d", "hrfcn3d"},
                                "avx512_bf16": {"unet2d", "hrfcn2d", "hrfcn3d"}}
 
