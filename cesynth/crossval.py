@@ -63,8 +63,12 @@ class CrossValidation:
     models: dict[str, FoldModel] = field(default_factory=dict)  # name -> fold model
     pooled: dict[str, list[str]] = field(default_factory=dict)  # <model>_oof -> its k fold models
 
-    def learning_curve(self, base: str) -> dict[str, FoldModel]:
-        return {n: m for n, m in self.models.items() if m.base == base}
+    def curve_models(self, curve: dict | None) -> dict[str, FoldModel]:
+        """The points of the learning curve ``curve`` ({model, folds, n_train}): its model's fold models of those
+        folds, subsets and the fold's whole training part alike."""
+        if not curve:
+            return {}
+        return {n: m for n, m in self.models.items() if m.base == curve["model"] and m.fold in curve["folds"]}
 
 
 def load_folds(path, samples: pd.DataFrame) -> pd.DataFrame:

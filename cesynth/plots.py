@@ -33,7 +33,7 @@ def _axial(volume_zyx, z):
     return np.flipud(volume_zyx[z])  # anterior at the top, as radiologists read axial slices
 
 
-def _display_max(volume_zyx, brain_zyx, percentile=99.9) -> float:
+def display_max(volume_zyx, brain_zyx, percentile=99.9) -> float:
     """Top of the grey-scale window: the 99.9th percentile inside the brain (the brightest tissue, not a
     noise spike). Equalizations put brain voxels anywhere in [0, 1] (the median window around 1/3), so a
     fixed [0, 1] window would show a dim image."""
@@ -67,12 +67,12 @@ def qualitative_panel(scans, stack_paths, predictions: dict, inputs, out_path, b
         synth = {m: _read_zyx(predictions[m][row]) for m in models}
         images += [synth[m] for m in models]
         brain = stack["brain_mask"]
-        target_max = _display_max(stack[reference], brain)
-        tops = [_display_max(stack[m], brain) for m in inputs] + [target_max] * (1 + len(models))
+        target_max = display_max(stack[reference], brain)
+        tops = [display_max(stack[m], brain) for m in inputs] + [target_max] * (1 + len(models))
         maps = [(np.abs(synth[best_model] - stack[reference]), target_max / 2)]
         if uncertainty:
             spread = _read_zyx(uncertainty[row])
-            maps.append((spread, _display_max(spread, brain, 99)))
+            maps.append((spread, display_max(spread, brain, 99)))
         for col, (image, top) in enumerate([*zip(images, tops), *maps]):
             ax = axes[row, col]
             shown = ax.imshow(_axial(image, z), cmap="magma" if col >= len(images) else "gray", vmin=0, vmax=top)
@@ -173,7 +173,7 @@ def slice_series(stack_path, synth_path, scan, model, out_path, n_slices=5, refe
     centre = int(np.median(tumour_slices if len(tumour_slices) else slices))
     half = max(1, (slices.max() - slices.min()) // (2 * n_slices))
     chosen = np.clip(centre + half * (np.arange(n_slices) - n_slices // 2), slices.min(), slices.max())
-    top = _display_max(stack[reference], stack["brain_mask"])  # one window for both rows
+    top = display_max(stack[reference], stack["brain_mask"])  # one window for both rows
     fig, axes = plt.subplots(2, n_slices, figsize=(2 * n_slices, 4.4), squeeze=False)
     for col, z in enumerate(chosen):
         for row, (label, volume) in enumerate([("ground truth", stack[reference]), (f"synthetic ({model})", synth)]):
@@ -212,10 +212,10 @@ def prediction_panel(stack: Stack, pred_zyx: np.ndarray, inputs, out_path, title
     fig, axes = plt.subplots(len(slices), len(columns), figsize=(2.2 * len(columns), 2.3 * len(slices)),
                              squeeze=False)
     images = [*(stack[m] for m in inputs), pred_zyx]
-    tops = [_display_max(image, stack["brain_mask"]) for image in images]
+    tops = [display_max(image, stack["brain_mask"]) for image in images]
     if uncertainty_zyx is not None:
         images.append(uncertainty_zyx)
-        tops.append(_display_max(uncertainty_zyx, stack["brain_mask"], 99))
+        tops.append(display_max(uncertainty_zyx, stack["brain_mask"], 99))
     for row, z in enumerate(slices):
         for col, (image, top) in enumerate(zip(images, tops)):
             ax = axes[row, col]
@@ -308,8 +308,8 @@ def enhancing_gallery(scans, stack_paths, synth_paths, model, et_ml: dict, out_p
         stack = Stack(stack_paths[i])
         enhancing = np.asarray(stack["et_mask"]) > 0
         z = int(np.argmax(enhancing.sum(axis=(1, 2))))
-        top = _display_max(stack[reference], stack["brain_mask"])
-        images = [(stack["t1"], _display_max(stack["t1"], stack["brain_mask"]), "T1 + ET label"),
+        top = display_max(stack[reference], stack["brain_mask"])
+        images = [(stack["t1"], display_max(stack["t1"], stack["brain_mask"]), "T1 + ET label"),
                   (stack[reference], top, "real CE-T1"), (_read_zyx(synth_paths[i]), top, model)]
         for j, (image, vmax, title) in enumerate(images):
             ax = axes[k // per_row, 3 * (k % per_row) + j]

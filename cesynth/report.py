@@ -97,7 +97,7 @@ def write_study(study: StudyInputs, metric_paths, outputs):
 
     trained = [m for m in models if m in study.histories]
     shown = _panel_scans(metrics, scans)
-    best = _best(metrics, trained)
+    best = best_model(metrics, trained)
     plots.qualitative_panel([scans[i] for i in shown], [stack_paths[i] for i in shown],
                             {m: [predictions[m][i] for i in shown] for m in trained}, study.modalities,
                             outputs.qualitative, best_model=best, reference=study.reference,
@@ -147,7 +147,8 @@ def primary_line(endpoints: pd.DataFrame) -> str:
     return text
 
 
-def _best(metrics, models):
+def best_model(metrics, models):
+    """The model of ``models`` with the highest mean brain PSNR (the last one when none has a PSNR)."""
     means = metrics.groupby("model").psnr_brain.mean().reindex(models)
     return means.idxmax() if means.notna().any() else models[-1]
 

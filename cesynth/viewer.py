@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from .io import Stack, atomic_output, load_nifti, write_html_page
-from .plots import _display_max
-from .report import _best
+from .plots import display_max
+from .report import best_model
 
 ASSETS = Path(__file__).with_name("viewer_assets")
 # Browsers keep at most 16 WebGL contexts per page, and each pane is one.
@@ -78,7 +78,7 @@ def window(volume: np.ndarray, brain: np.ndarray | None = None, percentile: floa
     """Initial grey-scale window: 0 to the ``percentile`` inside the brain (the report's figures' window), of
     the finite voxels; (0, 1) for an empty or all-zero map."""
     volume = np.nan_to_num(np.asarray(volume, dtype=np.float32), nan=0.0)
-    return 0.0, _display_max(volume, np.ones(volume.shape, bool) if brain is None else brain, percentile)
+    return 0.0, display_max(volume, np.ones(volume.shape, bool) if brain is None else brain, percentile)
 
 
 def label_map(tumour: np.ndarray | None, enhancing: np.ndarray | None) -> np.ndarray | None:
@@ -189,7 +189,7 @@ def report_viewer(path, *, scan: str, study: str, stack_path, models: dict, metr
     highest mean brain PSNR among the models with a map, as in the study's figures), the expert labels and the
     patient's metrics."""
     stack = Stack(stack_path)
-    best = _best(metrics, [m for m, (_, spread) in models.items() if spread] or list(models))
+    best = best_model(metrics, [m for m, (_, spread) in models.items() if spread] or list(models))
     panes = report_panes(stack, {m: synth for m, (synth, _) in models.items()}, best, models[best][1], modalities,
                          reference)
     labels = label_map(*(channel(stack, c) if stack.has(c) else None for c in ("tumour_mask", "et_mask")))

@@ -21,9 +21,7 @@ if CROSSVAL:
         script:
             "../workflow_scripts/pool_oof.py"
 
-    _CURVE = CROSSVAL.get("learning_curve")
-    _CURVE_MODELS = {} if not _CURVE else {
-        n: m for n, m in CV.models.items() if m.base == _CURVE["model"] and m.fold in _CURVE["folds"]}
+    _CURVE_MODELS = CV.curve_models(CROSSVAL.get("learning_curve"))
 
     rule learning_curve:
         """Out-of-fold gain over identity against the number of training patients, with a log-linear trend and
@@ -50,7 +48,7 @@ if CROSSVAL:
         """The cross-validated study: every cross-validation study's tables and figures, and the learning curve."""
         input:
             [study_file(s, "summary.html") for s in STUDIES],
-            rules.learning_curve.output if _CURVE else [],
+            rules.learning_curve.output if _CURVE_MODELS else [],
 
     rule ship:
         """The models that ship: crossval.ship trained on every patient, with cards that give out-of-fold numbers."""
