@@ -271,9 +271,9 @@ def test_a_job_no_node_can_run_stops_before_any_submission(cluster, tmp_path):
     lines = [l for l in result.out.splitlines() if l.startswith("SLURM: ")]
     assert len(lines) == 1, result.out[-3000:]
     line = lines[0]
-    # (--set-resources on the command line replaces the profile's, partition included: the default one)
+    # (more memory from --set-resources keeps a GPU rule in the GPU partition: cesynth.slurmfit.route_gpu_rules)
     assert line.startswith(f"SLURM: rule train_stage1 (model={MODEL}, stage=1) asks for 1 CPUs, {too_big} MB, 1 GPUs "
-                           f"but no node of partition '{CPU_PARTITION}' has that (largest: {cluster.node['CPUs']} CPUs, "
+                           f"but no node of partition '{GPU_PARTITION}' has that (largest: {cluster.node['CPUs']} CPUs, "
                            f"{cluster.node['RealMemory']} MB, 1 GPUs)"), line
     assert "--set-resources train_stage1:mem_mb=N" in line and "Traceback" not in result.out
     print(f"\nrefused in {result.seconds:.0f} s")
