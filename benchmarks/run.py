@@ -310,7 +310,7 @@ def child_infer(mode: str, slices: int, batch_size: int = 1, architecture: str =
     model = build_model(architecture, len(INPUTS), 1.0).eval().to(device)
     volume = np.random.default_rng(0).random((len(INPUTS), slices, *PAPER_SHAPE_ZYX[1:]), dtype=np.float32)
     t = time.perf_counter()
-    if mode == "window":  # with synthesize_scan's stride; bf16 autocast on CUDA as in config.yaml
+    if mode == "window":  # with Synthesizer.predict's stride; bf16 autocast on CUDA as in config.yaml
         sliding_window(model, volume, PATCH[0], PATCH[0] if model.slicewise else 1, batch_size, device, amp=True,
                        cpu_bf16=cpu_bf16)
     else:
@@ -338,7 +338,7 @@ def bench_inference(tmp: Path, quick: bool):
     batch = 2 if quick else 8  # 8 = config.yaml's inference.batch_size
     timings, bf16 = {}, {}
     for architecture in ARCHITECTURES:  # whole-volume sliding-window inference of every model
-        stride = PATCH[0] if build_model(architecture, 1, 0.0625).slicewise else 1  # as synthesize_scan
+        stride = PATCH[0] if build_model(architecture, 1, 0.0625).slicewise else 1  # as Synthesizer.predict
         windows = -(-(n_z - PATCH[0]) // stride) + 1
         for cpu_bf16, into in ((False, timings), (True, bf16)):
             result, peak, _ = run_child("child_infer", mode="window", slices=PATCH[0] + stride * (batch - 1),

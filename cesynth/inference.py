@@ -19,7 +19,7 @@ gives exactly the whole-volume prediction (up to float rounding) with bounded me
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -130,65 +130,141 @@ def slice_halo(model) -> int:
                      "window")
 
 
-def predict_volume(model, window: int, inputs: np.ndarray, settings: dict, device="cpu", amp=False, halo=None):
-    """(Z, Y, X) prediction of inputs (M, Z, Y, X), unclipped and unmasked.
+# Test-time views: the synthesis may average the prediction of the scan with those of changed views of its inputs
+# (``inference.views``); the uncertainty map is their spread (cesynth/uncertainty.py). A view is undone exactly on
+# its prediction, so every member predicts the same voxels of the same scan.
+@dataclass(frozen=True)
+class View:
+    """One changed view of a (M, Z, Y, X) input: mirrored along X and/or moved by ``shift`` voxels (Z, Y, X).
 
-    ``settings``: the ``inference`` configuration (stride, batch_size, tiling, slab, cpu_bf16); ``window``:
-    the training patch depth; ``halo`` (slab tiling) defaults to :func:`slice_halo`.
+    A shift pads zeros (the background of the preprocessed stacks) before the volume, in plane also after it
+    up to a multiple of the net's ``size_divisor``, so nothing of the scan is cut off.
     """
-    tiling, cpu_bf16 = settings.get("tiling", "window"), use_cpu_bf16(settings.get("cpu_bf16", False))
-    if tiling == "window":
-        # A slice-wise (2D) net predicts a slice identically in every window: overlap would only repeat work.
-        stride = window if model.slicewise else settings.get("stride", 1)
-        return sliding_window(model, inputs, window, stride, settings.get("batch_size", 4), device, amp, cpu_bf16)
-    if tiling == "slab":
-        return slab_inference(model, inputs, settings.get("slab", 0), slice_halo(model) if halo is None else halo,
-                              device, amp, cpu_bf16)
-    raise ValueError(f"inference tiling must be one of {TILINGS}, got {tiling!r}")
+
+    name: str
+    flip_x: bool = False
+    shift: tuple[int, int, int] = (0, 0, 0)
+
+    def apply(self, volume: np.ndarray, divisor: int) -> np.ndarray:
+        out = volume[..., ::-1] if self.flip_x else volume
+        pads = [(0, 0), (self.shift[0], 0)]
+        for size, s in zip(volume.shape[2:], self.shift[1:]):
+            pads.append((s, -(size + s) % divisor))
+        return np.ascontiguousarray(np.pad(out, pads))
+
+    def invert(self, pred: np.ndarray, shape) -> np.ndarray:
+        """The prediction (Z', Y', X') of :meth:`apply`'s volume, back on the scan's (Z, Y, X) grid."""
+        z, y, x = self.shift
+        out = pred[z:z + shape[0], y:y + shape[1], x:x + shape[2]]
+        return out[..., ::-1] if self.flip_x else out
+
+
+# The views ``inference.views`` and ``uncertainty.views`` may name (docs/uncertainty.md has what each adds).
+VIEWS = {v.name: v for v in (
+    View("flip_x", flip_x=True),
+    View("z1", shift=(1, 0, 0)), View("z2", shift=(2, 0, 0)),
+    View("yx1", shift=(0, 1, 1)), View("yx2", shift=(0, 2, 2)),
+    View("flip_x_z1", flip_x=True, shift=(1, 0, 0)), View("flip_x_z2", flip_x=True, shift=(2, 0, 0)),
+)}
+
+
+def views_for(model, names) -> list[View]:
+    """The named views that change a prediction of ``model``: a slice-wise (2D) net predicts every slice
+    alone, so for it a view that differs from the scan or from an earlier view only by moved slice windows
+    would repeat a prediction."""
+    views = [VIEWS[n] for n in names]
+    if not model.slicewise:
+        return views
+    seen, kept = {(False, (0, 0))}, []
+    for view in views:
+        key = (view.flip_x, view.shift[1:])
+        if key not in seen:
+            seen.add(key)
+            kept.append(view)
+    return kept
 
 
 @dataclass(frozen=True)
 class InferenceSettings:
     """How a volume is tiled and where it runs: the ``inference`` config section with the model's ``device`` and
     ``amp`` (:func:`cesynth.study.inference_settings`). The defaults are the plainest run: every overlapping
-    window averaged, on the CPU in float32."""
+    window averaged, no test-time view, on the CPU in float32."""
     stride: int = 1
     batch_size: int = 4
     tiling: str = "window"
     slab: int = 0
+    views: tuple[str, ...] = ()  # test-time views averaged into the synthesis (names of VIEWS)
     cpu_bf16: bool | str = False  # or "auto": where the CPU computes bf16 natively
     device: str = "cpu"
     amp: bool = False
 
+    def __post_init__(self):
+        if self.tiling not in TILINGS:
+            raise ValueError(f"inference tiling must be one of {TILINGS}, got {self.tiling!r}")
+        object.__setattr__(self, "views", tuple(self.views))  # hashable, also when built from a config list
 
-def synthesize_scan(model, payload, stack_path, out_path, settings: InferenceSettings = InferenceSettings(),
-                    halo=None):
-    """Write the synthetic CE-T1 of one preprocessed scan as NIfTI in model space.
 
-    Background (outside the brain mask) is 0 and values are clipped to the model-space range [0, 1] of the targets
-    (:mod:`cesynth.intensity`).
-    ``settings.tiling``: "window" (averaged training-size windows) or "slab" (exact; ``halo`` defaults to
-    :func:`slice_halo`).
-    """
-    stack = Stack(stack_path)
-    inputs = np.ascontiguousarray(stack.get(payload["model_spec"]["inputs"]))
-    pred = predict_volume(model, payload["patch"][0], inputs, asdict(settings), select_device(settings.device),
-                          settings.amp, halo)
-    pred = intensity.clip(pred) * (stack["brain_mask"] > 0)
-    spec = payload["model_spec"]
-    save_nifti(stack.to_xyz(pred), stack.affine, out_path,
-               description=f"SYNTHETIC CE-T1 (cesynth {spec['architecture']}), not acquired")
-    return pred
+class Synthesizer:
+    """A trained model that synthesizes CE-T1 volumes with one :class:`InferenceSettings`: on its device, on the
+    fast CPU path where ``cpu_bf16`` chooses it. The one way ``infer``, ``uncertainty`` and ``predict`` apply a
+    model; ``payload`` is its weights file's (the inputs it reads, the training patch)."""
+
+    def __init__(self, model, payload: dict, settings: InferenceSettings = InferenceSettings()):
+        self.settings, self.payload = settings, payload
+        self.device = select_device(settings.device)
+        self.cpu_bf16 = use_cpu_bf16(settings.cpu_bf16) and self.device.type == "cpu"
+        self.model = cpu_fast(model) if self.cpu_bf16 else model
+        self.window = payload["patch"][0]
+        self.halo = slice_halo(self.model) if settings.tiling == "slab" else None
+        self.views = views_for(self.model, settings.views)
+
+    @classmethod
+    def load(cls, weights, settings: InferenceSettings = InferenceSettings()) -> "Synthesizer":
+        model, payload = load_weights(weights, select_device(settings.device))
+        return cls(model, payload, settings)
+
+    def inputs(self, stack: Stack) -> np.ndarray:
+        """The (M, Z, Y, X) input channels of a preprocessed stack, in the model's order."""
+        return np.ascontiguousarray(stack.get(self.payload["model_spec"]["inputs"]))
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """(Z, Y, X) prediction of inputs (M, Z, Y, X) as they are (no view), unclipped and unmasked."""
+        s = self.settings
+        if s.tiling == "slab":
+            return slab_inference(self.model, inputs, s.slab, self.halo, self.device, s.amp, self.cpu_bf16)
+        # A slice-wise (2D) net predicts a slice identically in every window: overlap would only repeat work.
+        stride = self.window if self.model.slicewise else s.stride
+        return sliding_window(self.model, inputs, self.window, stride, s.batch_size, self.device, s.amp,
+                              self.cpu_bf16)
+
+    def predict_views(self, inputs: np.ndarray, views) -> list[np.ndarray]:
+        """The raw prediction of each view of ``inputs``, moved back onto the scan's grid."""
+        divisor = self.model.size_divisor
+        return [view.invert(self.predict(view.apply(inputs, divisor)), inputs.shape[1:]) for view in views]
+
+    def synthesize(self, stack: Stack) -> np.ndarray:
+        """The synthetic CE-T1 (Z, Y, X) of one preprocessed stack: the mean of the scan's prediction and those of
+        ``settings.views``, clipped to the model-space range [0, 1] of the targets (:mod:`cesynth.intensity`) and 0
+        outside the brain mask."""
+        inputs = self.inputs(stack)
+        pred = self.predict(inputs)
+        if self.views:
+            pred = np.mean([pred, *self.predict_views(inputs, self.views)], axis=0)
+        return intensity.clip(pred) * (np.asarray(stack["brain_mask"]) > 0)
+
+    def write(self, stack_path, out_path) -> np.ndarray:
+        """Write the synthesis of one preprocessed scan as NIfTI in model space; returns it (Z, Y, X)."""
+        stack = Stack(stack_path)
+        pred = self.synthesize(stack)
+        save_nifti(stack.to_xyz(pred), stack.affine, out_path,
+                   description=f"SYNTHETIC CE-T1 (cesynth {self.payload['model_spec']['architecture']}), not acquired")
+        return pred
 
 
 def synthesize_all(weights, stack_paths, out_paths, settings: InferenceSettings):
-    device = select_device(settings.device)
-    model, payload = load_weights(weights, device)
-    if use_cpu_bf16(settings.cpu_bf16) and device.type == "cpu":
-        model = cpu_fast(model)
-    halo = slice_halo(model) if settings.tiling == "slab" else None
+    synthesizer = Synthesizer.load(weights, settings)
     for stack_path, out_path in zip(stack_paths, out_paths):
-        synthesize_scan(model, payload, stack_path, out_path, settings, halo)
+        synthesizer.write(stack_path, out_path)
 
 
 def write_identity(stack_paths, out_paths, channel="t1"):

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from .cohort import load_samples as _load_sheet
-from .inference import InferenceSettings, cpu_fast, synthesize_scan
+from .inference import InferenceSettings, Synthesizer
 from . import dicom, modelcard, uncertainty
 from .io import Stack, save_nifti, sha256, write_json
 from .plots import prediction_panel
-from .device import select_device, use_cpu_bf16
-from .weights import load_weights
 from .study import record_differences
 from .validate import InputError, check_files, check_sheet
 
@@ -115,39 +113,34 @@ def predict_scan(predictor: Predictor, *, scan: str, stack_path, t1_path, inputs
     ``settings`` (the configuration sections that shaped the result) goes into the sidecar verbatim;
     ``predictor.preprocessing`` must equal what the weights were trained with (:func:`check_preprocessing`).
     """
-    model_name, model_spec, weights, inference = predictor.name, predictor.spec, predictor.weights, predictor.inference
-    device = select_device(inference.device)
-    model, payload = load_weights(weights, device)
-    if payload["model_spec"] != model_spec:
-        raise ValueError(f"{weights}: weights are of model {payload['model_spec']}, but predict.model "
-                         f"{model_name!r} is configured as {model_spec}")
-    check_preprocessing(weights, payload, predictor.preprocessing)
-    card = modelcard.read_card(weights)
-    cpu_bf16 = use_cpu_bf16(inference.cpu_bf16) and device.type == "cpu"
-    if cpu_bf16:
-        model = cpu_fast(model)
+    model_name, model_spec, weights = predictor.name, predictor.spec, predictor.weights
     # window tiling whatever inference.tiling says: the uncertainty map's views move the windows of this tiling
-    pred = synthesize_scan(model, payload, stack_path, out["synth_model"], replace(inference, tiling="window"))
+    synthesizer = Synthesizer.load(weights, replace(predictor.inference, tiling="window"))
+    if synthesizer.payload["model_spec"] != model_spec:
+        raise ValueError(f"{weights}: weights are of model {synthesizer.payload['model_spec']}, but predict.model "
+                         f"{model_name!r} is configured as {model_spec}")
+    check_preprocessing(weights, synthesizer.payload, predictor.preprocessing)
+    card = modelcard.read_card(weights)
+    pred = synthesizer.write(stack_path, out["synth_model"])
     stack = Stack(stack_path)
     native, native_affine = to_native(stack.to_xyz(pred), stack.affine, t1_path)
     description = f"SYNTHETIC CE-T1 (cesynth {model_name}), not acquired"
     save_nifti(native, native_affine, out["synth"], description=description)
     digest, spread = sha256(weights), None
     if "uncertainty" in out.keys():  # the map beside it, with the synthesis's own tiling (docs/uncertainty.md)
-        tta = {"inference": {"stride": inference.stride, "batch_size": inference.batch_size,
-                             "cpu_bf16": cpu_bf16}, "uncertainty": settings["uncertainty"]}
-        spread = uncertainty.scan_map(model, payload, stack, pred, tta, device, inference.amp)
+        spread = uncertainty.scan_map(synthesizer, stack, pred, settings["uncertainty"])
         spread_xyz = stack.to_xyz(spread)
+        record = {"model": model_name, "weights_sha256": digest, "synthesis": str(out["synth"]),
+                  "inference": asdict(synthesizer.settings), "uncertainty": settings["uncertainty"]}
         uncertainty.write_prediction_map(spread_xyz, stack.affine, to_native(spread_xyz, stack.affine, t1_path)[0],
-                                         native_affine, out, {"model": model_name, "weights_sha256": digest,
-                                                              "synthesis": str(out["synth"]), **tta})
+                                         native_affine, out, record)
     sidecar = {
         "synthetic": True,
         "warning": WARNING,
         "scan": scan,
         "model": model_name,
         "model_spec": model_spec,
-        "target": payload["target"],
+        "target": synthesizer.payload["target"],
         "weights": str(weights),
         "weights_sha256": digest,
         "inputs": {name: str(p) for name, p in inputs.items()},

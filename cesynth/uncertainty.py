@@ -15,99 +15,37 @@ the measured T1 (contrast the model drew, which it may have drawn wrongly) and t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 
-@dataclass(frozen=True)
-class View:
-    """One changed view of a (M, Z, Y, X) input: mirrored along X and/or moved by ``shift`` voxels (Z, Y, X).
+def tta_views(pred, inputs: np.ndarray, views, synthesizer, brain) -> tuple[np.ndarray, list]:
+    """(uncertainty map, members) of a synthesis ``pred`` (Z, Y, X; clipped and masked) of ``inputs`` (M, Z, Y, X).
 
-    A shift pads zeros (the background of the preprocessed stacks) before the volume, in plane also after it
-    up to a multiple of the net's ``size_divisor``, so nothing of the scan is cut off.
-    """
-
-    name: str
-    flip_x: bool = False
-    shift: tuple[int, int, int] = (0, 0, 0)
-
-    def apply(self, volume: np.ndarray, divisor: int) -> np.ndarray:
-        out = volume[..., ::-1] if self.flip_x else volume
-        pads = [(0, 0), (self.shift[0], 0)]
-        for size, s in zip(volume.shape[2:], self.shift[1:]):
-            pads.append((s, -(size + s) % divisor))
-        return np.ascontiguousarray(np.pad(out, pads))
-
-    def invert(self, pred: np.ndarray, shape) -> np.ndarray:
-        """The prediction (Z', Y', X') of :meth:`apply`'s volume, back on the scan's (Z, Y, X) grid."""
-        z, y, x = self.shift
-        out = pred[z:z + shape[0], y:y + shape[1], x:x + shape[2]]
-        return out[..., ::-1] if self.flip_x else out
-
-
-# The views ``uncertainty.views`` may name (docs/uncertainty.md has what each adds, measured).
-VIEWS = {v.name: v for v in (
-    View("flip_x", flip_x=True),
-    View("z1", shift=(1, 0, 0)), View("z2", shift=(2, 0, 0)),
-    View("yx1", shift=(0, 1, 1)), View("yx2", shift=(0, 2, 2)),
-    View("flip_x_z1", flip_x=True, shift=(1, 0, 0)), View("flip_x_z2", flip_x=True, shift=(2, 0, 0)),
-)}
-
-
-def views_for(model, names) -> list[View]:
-    """The named views that change a prediction of ``model``: a slice-wise (2D) net predicts every slice
-    alone, so for it a view that differs from the scan or from an earlier view only by moved slice windows
-    would repeat a prediction."""
-    views = [VIEWS[n] for n in names]
-    if not model.slicewise:
-        return views
-    seen, kept = {(False, (0, 0))}, []
-    for view in views:
-        key = (view.flip_x, view.shift[1:])
-        if key not in seen:
-            seen.add(key)
-            kept.append(view)
-    return kept
-
-
-def tta_views(pred, inputs: np.ndarray, views, predict, divisor: int, brain) -> tuple[np.ndarray, list]:
-    """(uncertainty map, per-view predictions) of a synthesis ``pred`` (Z, Y, X; clipped and masked).
-
-    ``predict`` maps an input volume (M, Z, Y, X) to its raw (Z, Y, X) prediction with the synthesis's own
-    tiling; each view's prediction is clipped to [0, 1] like the synthesis. The map is the standard deviation
-    over ``pred`` and the views, 0 outside ``brain``.
+    Each view's prediction (``synthesizer``'s tiling) is clipped to [0, 1] like the synthesis; the map is the
+    standard deviation over ``pred`` and the views, 0 outside ``brain``.
     """
     members = [np.asarray(pred, np.float32)]
-    for view in views:
-        raw = view.invert(predict(view.apply(inputs, divisor)), inputs.shape[1:])
-        members.append(np.clip(raw, 0, 1) * brain)
+    members += [np.clip(raw, 0, 1) * brain for raw in synthesizer.predict_views(inputs, views)]
     return (np.std(members, axis=0) * brain).astype(np.float32), members
 
 
-def scan_map(model, payload, stack, synth, settings: dict, device="cpu", amp=False) -> np.ndarray:
+def scan_map(synthesizer, stack, synth, uncertainty: dict) -> np.ndarray:
     """The uncertainty map (Z, Y, X) of the synthesis ``synth`` of one preprocessed ``stack`` (:class:`Stack`).
 
-    ``settings``: ``{"inference": ..., "uncertainty": ...}`` of the configuration; the views are predicted with the
-    synthesis's own tiling, and the map is smoothed by ``uncertainty.smooth`` voxels (Gaussian sigma).
+    ``uncertainty``: the config section; the views are predicted with the synthesis's own tiling, and the map is
+    smoothed by ``uncertainty.smooth`` voxels (Gaussian sigma).
     """
     from scipy.ndimage import gaussian_filter
 
-    from .inference import predict_volume
+    from .inference import views_for
 
     brain = np.asarray(stack["brain_mask"]) > 0
-    inputs = np.ascontiguousarray(stack.get(payload["model_spec"]["inputs"]))
-    window = payload["patch"][0]
-
-    def predict(volume):
-        return predict_volume(model, window, volume, settings["inference"], device, amp)
-
-    views = views_for(model, settings["uncertainty"]["views"])
-    spread, _ = tta_views(synth, inputs, views, predict, model.size_divisor, brain)
-    if settings["uncertainty"]["method"] == "combined":
+    views = views_for(synthesizer.model, uncertainty["views"])
+    spread, _ = tta_views(synth, synthesizer.inputs(stack), views, synthesizer, brain)
+    if uncertainty["method"] == "combined":
         spread = SPREAD_WEIGHT * spread + departure_and_texture(synth, np.asarray(stack["t1"]), brain)
-    sigma = settings["uncertainty"].get("smooth", 0.0)
+    sigma = uncertainty.get("smooth", 0.0)
     return (gaussian_filter(spread, sigma) * brain).astype(np.float32) if sigma > 0 else spread
 
 
@@ -130,22 +68,18 @@ def departure_and_texture(synth, t1, brain) -> np.ndarray:
     return ((np.abs(synth - t1) + texture) * brain).astype(np.float32)
 
 
-def write_maps(weights, stack_paths, synth_paths, out_paths, settings: dict, device="auto", amp=True):
-    """The uncertainty map of every synthesis in ``synth_paths`` (NIfTI, model space), written to ``out_paths``."""
-    from .device import select_device, use_cpu_bf16
-    from .inference import cpu_fast
+def write_maps(weights, stack_paths, synth_paths, out_paths, inference, uncertainty: dict):
+    """The uncertainty map of every synthesis in ``synth_paths`` (NIfTI, model space), written to ``out_paths``;
+    ``inference``: the :class:`cesynth.inference.InferenceSettings` the syntheses were made with."""
+    from .inference import Synthesizer
     from .io import Stack, load_nifti, save_nifti
-    from .weights import load_weights
 
-    device = select_device(device)
-    model, payload = load_weights(weights, device)
-    if use_cpu_bf16(settings["inference"].get("cpu_bf16", False)) and device.type == "cpu":
-        model = cpu_fast(model)  # the synthesis's own fast path, so that the views vary only by the view
+    synthesizer = Synthesizer.load(weights, inference)
     for stack_path, synth_path, out_path in zip(stack_paths, synth_paths, out_paths):
         stack = Stack(stack_path)
         synth = stack.to_xyz(load_nifti(synth_path)[0])  # the transpose is its own inverse: (X,Y,Z) -> (Z,Y,X)
-        uncertainty = scan_map(model, payload, stack, synth, settings, device, amp)
-        save_nifti(stack.to_xyz(uncertainty), stack.affine, out_path, description=describe(settings["uncertainty"]))
+        spread = scan_map(synthesizer, stack, synth, uncertainty)
+        save_nifti(stack.to_xyz(spread), stack.affine, out_path, description=describe(uncertainty))
 
 
 def describe(uncertainty: dict) -> str:

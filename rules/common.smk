@@ -81,7 +81,6 @@ COHORT = modelcard.cohort_record(SAMPLES, SPLIT.assign(set="train") if CROSSVAL 
 
 wildcard_constraints:
     scan="|".join(map(re.escape, SAMPLES.scan)),
-    mod="|".join(MOVING),
     dmod="|".join(dict.fromkeys([*MODALITIES, REF])),
     model=model_pattern([*config["models"], S.IDENTITY]),
     stage="1|2",
@@ -127,6 +126,12 @@ def stacks(scans):
 
 def study_file(study, name):
     return S.path("study", study=study, name=name)
+
+
+def study_report_item(study, name, caption, figure):
+    """A study output shown in `snakemake --report`, under the study's category with its caption (report/)."""
+    return report(study_file(study, name), caption=f"../report/{caption}.rst", category=study,
+                  labels={"figure": figure})
 
 
 def uncertainty_maps(model, scans=None):

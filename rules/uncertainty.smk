@@ -15,9 +15,8 @@ for _group, (_models, _scans) in APPLIED.items():  # as rule infer (rules/train.
         output:
             uncertainty_maps("{model}", _scans),
         params:
-            device=lambda w: S.model_settings(config, w.model)["device"],
-            amp=lambda w: S.model_settings(config, w.model)["amp"],
-            settings={k: config[k] for k in ("inference", "uncertainty")},
+            inference=lambda w: S.inference_settings(config, w.model),  # the syntheses' own
+            uncertainty=config["uncertainty"],
         wildcard_constraints:
             model=model_pattern(_models),
         threads: lambda w: S.model_settings(config, w.model)["threads"]

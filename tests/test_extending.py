@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cesynth import metrics, models, preprocessing, skullstrip
-from cesynth.inference import InferenceSettings, synthesize_scan
+from cesynth.inference import Synthesizer
 from cesynth.io import Stack, save_nifti, save_stack
 from cesynth.training import StageJob, train_stage
 from cesynth.weights import load_weights
@@ -38,7 +38,7 @@ def test_a_registered_architecture_trains_and_predicts(stacks, tmp_path, monkeyp
     assert len(history) == 1 and np.isfinite(history[0]["val_psnr"])
     model, payload = load_weights(tmp_path / "w.pt")
     assert isinstance(model, ToyNet) and payload["model_spec"] == spec
-    pred = synthesize_scan(model, payload, stacks[3], tmp_path / "synth.nii.gz", InferenceSettings())
+    pred = Synthesizer(model, payload).write(stacks[3], tmp_path / "synth.nii.gz")
     brain = np.asarray(Stack(stacks[3])["brain_mask"]) > 0
     assert pred[brain].std() > 0 and not pred[~brain].any() and 0 <= pred.min() and pred.max() <= 1
     assert nib.load(tmp_path / "synth.nii.gz").shape == pred.shape[::-1]

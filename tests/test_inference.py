@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cesynth.device import cpu_bf16_native
-from cesynth.inference import InferenceSettings, cpu_fast, slab_inference, slice_halo, sliding_window, synthesize_scan
+from cesynth.inference import InferenceSettings, Synthesizer, cpu_fast, slab_inference, slice_halo, sliding_window
 from cesynth.io import Stack
 from cesynth.models import ARCHITECTURES, SynthesisNet, build_model
 from cesynth.training import StageJob, train_stage
@@ -38,13 +38,13 @@ def test_sliding_window_averages_overlapping_windows():
     assert out[0, 0, 0] == 0.5 and np.isclose(out[2, 0, 0], expected_2)
 
 
-def test_synthesize_scan_writes_masked_nifti_in_model_space(stacks, tmp_path):
+def test_synthesizer_writes_masked_nifti_in_model_space(stacks, tmp_path):
     torch.manual_seed(0)
     spec = {"architecture": "hrfcn3d", "inputs": ["t1", "t2"], "width": 0.0625}
     model = build_model("hrfcn3d", 2, 0.0625).eval()
     save_weights(model, spec, {"target": "ce_t1", "patch": [3, 32, 32]}, [], tmp_path / "w.pt")
     payload = torch.load(tmp_path / "w.pt")
-    pred = synthesize_scan(model, payload, stacks[0], tmp_path / "synth.nii.gz")
+    pred = Synthesizer(model, payload).write(stacks[0], tmp_path / "synth.nii.gz")
     img = nib.load(tmp_path / "synth.nii.gz")
     stack = Stack(stacks[0])
     np.testing.assert_allclose(img.affine, stack.affine)
@@ -60,7 +60,7 @@ def test_slice_halo_is_half_the_receptive_field_along_the_slices(architecture, h
     torch.set_num_threads(1)
     model = build_model(architecture, 3, 0.0625)
     assert slice_halo(model) == halo
-    assert model.slicewise == (halo == 0)  # synthesize_scan skips overlapping windows for slice-wise nets
+    assert model.slicewise == (halo == 0)  # Synthesizer.predict skips overlapping windows for slice-wise nets
 
 
 @pytest.mark.parametrize("architecture", ["unet3d", "hrfcn3d"])
@@ -82,16 +82,16 @@ def test_slab_inference_equals_whole_volume_and_needs_the_whole_halo(architectur
     assert np.abs(slab_inference(model, volume, 5, halo - 1) - whole).max() > 10 * rounding
 
 
-def test_synthesize_scan_slab_tiling_matches_one_pass(stacks, tmp_path):
+def test_synthesizer_slab_tiling_matches_one_pass(stacks, tmp_path):
     torch.set_num_threads(1)
     model = build_model("unet3d", 3, 0.0625).eval()
     spec = {"architecture": "unet3d", "inputs": ["t1", "t2", "adc"], "width": 0.0625}
     payload = {"model_spec": spec, "patch": [3, 32, 32]}
-    tiled = synthesize_scan(model, payload, stacks[0], tmp_path / "a.nii.gz", InferenceSettings(tiling="slab", slab=4))
-    whole = synthesize_scan(model, payload, stacks[0], tmp_path / "b.nii.gz", InferenceSettings(tiling="slab", slab=0))
+    tiled, whole = (Synthesizer(model, payload, InferenceSettings(tiling="slab", slab=slab)).write(stacks[0], out)
+                    for slab, out in ((4, tmp_path / "a.nii.gz"), (0, tmp_path / "b.nii.gz")))
     np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="tiling"):
-        synthesize_scan(model, payload, stacks[0], tmp_path / "c.nii.gz", InferenceSettings(tiling="tiles"))
+        InferenceSettings(tiling="tiles")
 
 
 def test_cpu_bf16_inference_of_a_trained_model_stays_close_to_float32(stacks, tmp_path):
@@ -100,12 +100,12 @@ def test_cpu_bf16_inference_of_a_trained_model_stays_close_to_float32(stacks, tm
                          stage=s["stage1"], training=s, weights_out=tmp_path / "w.pt", history_out=tmp_path / "h.tsv",
                          checkpoint_dir=tmp_path / "ckpt", device="cpu"), log=lambda *_: None)
     model, payload = load_weights(tmp_path / "w.pt")
-    float32 = synthesize_scan(model, payload, stacks[3], tmp_path / "fp32.nii.gz")
+    float32 = Synthesizer(model, payload).write(stacks[3], tmp_path / "fp32.nii.gz")
     fast = cpu_fast(model)  # batch norm folded, channels-last: the same function in float32
-    folded = synthesize_scan(fast, payload, stacks[3], tmp_path / "folded.nii.gz")
+    folded = Synthesizer(fast, payload).write(stacks[3], tmp_path / "folded.nii.gz")
     assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in fast.modules())
     np.testing.assert_allclose(folded, float32, atol=1e-5)
-    bf16 = synthesize_scan(fast, payload, stacks[3], tmp_path / "bf16.nii.gz", InferenceSettings(cpu_bf16=True))
+    bf16 = Synthesizer(fast, payload, InferenceSettings(cpu_bf16=True)).write(stacks[3], tmp_path / "bf16.nii.gz")
     stack = Stack(stacks[3])
     brain = np.asarray(stack["brain_mask"]) > 0
     target = np.asarray(stack["ce_t1"])[brain]
@@ -116,7 +116,7 @@ def test_cpu_bf16_inference_of_a_trained_model_stays_close_to_float32(stacks, tm
     assert error.mean() < 0.003 and error.max() < 0.05
     assert np.abs(bf16[brain] - target).mean() == pytest.approx(np.abs(float32[brain] - target).mean(), abs=0.01)
     # config.yaml's "auto": bf16 where this CPU computes it natively, float32 elsewhere
-    auto = synthesize_scan(fast, payload, stacks[3], tmp_path / "auto.nii.gz", InferenceSettings(cpu_bf16="auto"))
+    auto = Synthesizer(fast, payload, InferenceSettings(cpu_bf16="auto")).write(stacks[3], tmp_path / "auto.nii.gz")
     np.testing.assert_array_equal(auto, bf16 if cpu_bf16_native() else folded)
 
 

@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from cesynth.inference import predict_volume
+from cesynth.inference import VIEWS, InferenceSettings, Synthesizer, View, views_for
 from cesynth.io import Stack
 from cesynth.models import build_model
-from cesynth.uncertainty import SPREAD_WEIGHT, VIEWS, View, auroc, departure_and_texture, evaluate_scan, scan_map, tta_views, views_for
+from cesynth.uncertainty import SPREAD_WEIGHT, auroc, departure_and_texture, evaluate_scan, scan_map, tta_views
 
-SETTINGS = {"inference": {"stride": 3, "batch_size": 4, "tiling": "window"},
-            "uncertainty": {"method": "tta", "views": ["flip_x", "z1", "z2", "yx2"], "smooth": 0.0}}
+INFERENCE = InferenceSettings(stride=3, batch_size=4)
+UNCERTAINTY = {"method": "tta", "views": ["flip_x", "z1", "z2", "yx2"], "smooth": 0.0}
+PAYLOAD = {"model_spec": {"inputs": ["t1", "t2"]}, "patch": [3, 32, 32]}
 
 
 @pytest.mark.parametrize("name", sorted(VIEWS))
@@ -48,16 +49,26 @@ def test_a_voxelwise_net_has_no_uncertainty_and_a_lopsided_one_has_it_where_view
     volume = np.random.default_rng(1).random((2, 9, 16, 16), dtype=np.float32)
     brain = np.ones(volume.shape[1:], bool)
     for net, expected_zero in ((Voxelwise(), True), (LeftBright(), False)):
-        def predict(v, net=net):
-            return predict_volume(net, 3, v, SETTINGS["inference"])
-
-        synth = np.clip(predict(volume), 0, 1)
-        spread, members = tta_views(synth, volume, [VIEWS["flip_x"], VIEWS["z1"]], predict, 4, brain)
+        synthesizer = Synthesizer(net, PAYLOAD, INFERENCE)
+        synth = np.clip(synthesizer.predict(volume), 0, 1)
+        spread, members = tta_views(synth, volume, [VIEWS["flip_x"], VIEWS["z1"]], synthesizer, brain)
         assert len(members) == 3
         if expected_zero:
             assert spread.max() < 1e-6
         else:  # the mirror swaps 0 and 0.5 at the edges and leaves the centre: sd largest at the edges
             assert spread[..., 0].min() > 0.2 and spread[..., 0].max() < 0.25 and spread[..., 8].max() < 0.02
+
+
+def test_views_in_the_synthesis_average_the_mirrored_prediction(stacks):
+    """inference.views: the synthesis is the mean of the scan's prediction and its views' (moved back)."""
+    stack = Stack(stacks[0])
+    brain = np.asarray(stack["brain_mask"]) > 0
+    plain = Synthesizer(LeftBright(), PAYLOAD, INFERENCE).synthesize(stack)
+    mirrored = Synthesizer(LeftBright(), PAYLOAD, InferenceSettings(stride=3, views=["flip_x"])).synthesize(stack)
+    ramp = np.linspace(0, 0.5, brain.shape[-1], dtype=np.float32)
+    np.testing.assert_allclose(plain[brain], np.broadcast_to(ramp, brain.shape)[brain], atol=1e-6)
+    np.testing.assert_allclose(mirrored[brain], 0.25, atol=1e-6)  # ramp and its mirror image average to 0.25
+    assert not mirrored[~brain].any()
 
 
 def test_slice_wise_nets_skip_views_that_only_move_the_slice_windows():
@@ -71,14 +82,12 @@ def test_map_of_a_real_network_is_zero_outside_the_brain_and_smoothing_spreads_i
     model = build_model("hrfcn3d", 2, 0.0625, "residual").eval()
     with torch.no_grad():  # a residual net starts at the T1: give its last convolution weights to disagree with
         model.net.out.weight.normal_(0, 0.5)
-    payload = {"model_spec": {"inputs": ["t1", "t2"]}, "patch": [3, 32, 32]}
+    synthesizer = Synthesizer(model, PAYLOAD, INFERENCE)
     stack = Stack(stacks[0])
     brain = np.asarray(stack["brain_mask"]) > 0
-    inputs = np.ascontiguousarray(stack.get(["t1", "t2"]))
-    synth = np.clip(predict_volume(model, 3, inputs, SETTINGS["inference"]), 0, 1) * brain
-    raw = scan_map(model, payload, stack, synth, SETTINGS)
-    smooth = scan_map(model, payload, stack, synth, {**SETTINGS, "uncertainty": {**SETTINGS["uncertainty"],
-                                                                                  "smooth": 1.0}})
+    synth = synthesizer.synthesize(stack)
+    raw = scan_map(synthesizer, stack, synth, UNCERTAINTY)
+    smooth = scan_map(synthesizer, stack, synth, {**UNCERTAINTY, "smooth": 1.0})
     for spread in (raw, smooth):
         assert spread.shape == brain.shape and spread.dtype == np.float32
         assert not spread[~brain].any() and np.median(spread[brain]) > 1e-3
@@ -103,14 +112,12 @@ def test_combined_terms_are_the_departure_from_the_t1_and_the_texture_only_where
 def test_the_combined_map_is_the_tta_map_plus_its_model_free_terms(stacks):
     torch.manual_seed(0)
     model = build_model("hrfcn3d", 2, 0.0625, "residual").eval()
-    payload = {"model_spec": {"inputs": ["t1", "t2"]}, "patch": [3, 32, 32]}
+    synthesizer = Synthesizer(model, PAYLOAD, INFERENCE)
     stack = Stack(stacks[0])
     brain = np.asarray(stack["brain_mask"]) > 0
-    synth = np.clip(predict_volume(model, 3, np.ascontiguousarray(stack.get(["t1", "t2"])), SETTINGS["inference"]),
-                    0, 1) * brain
-    tta = scan_map(model, payload, stack, synth, SETTINGS)
-    combined = scan_map(model, payload, stack, synth, {**SETTINGS, "uncertainty": {**SETTINGS["uncertainty"],
-                                                                                     "method": "combined"}})
+    synth = synthesizer.synthesize(stack)
+    tta = scan_map(synthesizer, stack, synth, UNCERTAINTY)
+    combined = scan_map(synthesizer, stack, synth, {**UNCERTAINTY, "method": "combined"})
     expected = SPREAD_WEIGHT * tta + departure_and_texture(synth, np.asarray(stack["t1"]), brain)
     np.testing.assert_allclose(combined, expected, atol=1e-6)
     assert (combined[brain] - tta[brain]).mean() > 1e-3
