@@ -52,7 +52,9 @@ def untrained_weights(path: Path, config: dict) -> Path:
 
     torch.manual_seed(0)
     spec = S.model_spec(config, "hrfcn3d")
-    save_weights(new_model(spec).eval(), spec, S.model_settings(config, "hrfcn3d"), [], path)
+    settings = S.model_settings(config, "hrfcn3d")
+    save_weights(new_model(spec).eval(), spec, [], path, target=settings["target"], patch=settings["patch"],
+                 preprocessing=settings["preprocessing"])
     cohort = {"sets": {"train": {"patients": 0, "scans": 0}}, "sample_sheet_sha256": "none (untrained: timing only)"}
     write_json({"model": "hrfcn3d", "architecture": spec["architecture"], "inputs": spec["inputs"],
                 "weights": {"file": path.name, "sha256": sha256(path)}, "training": {"cohort": cohort},

@@ -455,17 +455,22 @@ def child_train(stacks, architecture, width, steps, device, patch=PATCH, **optio
     ``options``: training keys such as channels_last, compile, cpu_bf16."""
     import torch
 
-    from cesynth.training import StageJob, train_stage
+    from cesynth.training import StageJob, TrainingSettings, train_stage
 
     _threads()
     stamps = []
-    training = {"seed": 0, "batch_size": BATCH, "patch": list(patch), "steps_per_epoch": steps + 1, "ssim": "ssim",
-                "local_norm": "mask", "target": "ce_t1", "progress": False, "amp": True, **options}
+    stage = {"lambdas": [1, 1, 1], "lr": 1e-4, "epochs": 1}
+    training = TrainingSettings(**{
+        "seed": 0, "device": device, "threads": 1, "width": width, "output": "direct", "num_workers": 0,
+        "cudnn_benchmark": True, "channels_last": False, "compile": False, "tensorboard": False, "amp": True,
+        "cpu_bf16": False, "batch_size": BATCH, "patch": patch, "enhancing_patches": 0.0, "steps_per_epoch": steps + 1,
+        "ssim": "ssim", "local_norm": "mask", "pixel_loss": "mae", "stage1": stage, "stage2": stage, "target": "ce_t1",
+        **options})
     out = Path(tempfile.mkdtemp(prefix="train-"))
     stamps.append(time.perf_counter())
     job = StageJob(train_stacks=stacks, val_stacks=[], model_spec={"architecture": architecture, "inputs": INPUTS,
-                   "width": width}, stage={"lambdas": [1, 1, 1], "lr": 1e-4, "epochs": 1}, training=training,
-                   weights_out=out / "w.pt", history_out=out / "h.tsv", checkpoint_dir=out / "ckpt", device=device)
+                   "width": width}, stage=stage, training=training, weights_out=out / "w.pt", history_out=out / "h.tsv",
+                   checkpoint_dir=out / "ckpt", device=device, progress=False)
     train_stage(job, log=lambda *_: None, on_step=lambda *_: stamps.append(time.perf_counter()))
     shutil.rmtree(out)
     result = {"first": stamps[1] - stamps[0], "step": float(np.median(np.diff(stamps[1:])))}

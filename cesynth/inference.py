@@ -46,10 +46,12 @@ def cpu_fast(model: torch.nn.Module) -> torch.nn.Module:
             if isinstance(conv, (torch.nn.Conv2d, torch.nn.Conv3d)) and \
                     isinstance(norm, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
                 sequence[i - 1], sequence[i] = fuse_conv_bn_eval(conv, norm), torch.nn.Identity()
-    return model.to(memory_format=_channels_last(model))
+    return model.to(memory_format=channels_last_format(model))
 
 
-def _channels_last(model) -> torch.memory_format:
+def channels_last_format(model) -> torch.memory_format:
+    """The channels-last layout of a net's weights, in training and inference alike: NDHWC for 3D nets; the
+    slice-wise 2D nets have 4-D weights, so NHWC."""
     return torch.channels_last if model.slicewise else torch.channels_last_3d
 
 
@@ -187,21 +189,27 @@ def views_for(model, names) -> list[View]:
 @dataclass(frozen=True)
 class InferenceSettings:
     """How a volume is tiled and where it runs: the ``inference`` config section with the model's ``device`` and
-    ``amp`` (:func:`cesynth.study.inference_settings`). The defaults are the plainest run: every overlapping
-    window averaged, no test-time view, on the CPU in float32."""
-    stride: int = 1
-    batch_size: int = 4
-    tiling: str = "window"
-    slab: int = 0
-    views: tuple[str, ...] = ()  # test-time views averaged into the synthesis (names of VIEWS)
-    cpu_bf16: bool | str = False  # or "auto": where the CPU computes bf16 natively
-    device: str = "cpu"
-    amp: bool = False
+    ``amp`` (:func:`cesynth.study.inference_settings`). No field has a default (config.yaml holds them);
+    :meth:`plain` is the plainest run, for tools and tests."""
+    stride: int
+    batch_size: int
+    tiling: str
+    slab: int
+    views: tuple[str, ...]  # test-time views averaged into the synthesis (names of VIEWS)
+    cpu_bf16: bool | str  # or "auto": where the CPU computes bf16 natively
+    device: str
+    amp: bool
 
     def __post_init__(self):
         if self.tiling not in TILINGS:
             raise ValueError(f"inference tiling must be one of {TILINGS}, got {self.tiling!r}")
         object.__setattr__(self, "views", tuple(self.views))  # hashable, also when built from a config list
+
+    @classmethod
+    def plain(cls, **changes) -> "InferenceSettings":
+        """Every overlapping window averaged, no test-time view, on the CPU in float32; ``changes`` override."""
+        return cls(**{"stride": 1, "batch_size": 4, "tiling": "window", "slab": 0, "views": (), "cpu_bf16": False,
+                      "device": "cpu", "amp": False, **changes})
 
 
 class Synthesizer:
@@ -209,7 +217,8 @@ class Synthesizer:
     fast CPU path where ``cpu_bf16`` chooses it. The one way ``infer``, ``uncertainty`` and ``predict`` apply a
     model; ``payload`` is its weights file's (the inputs it reads, the training patch)."""
 
-    def __init__(self, model, payload: dict, settings: InferenceSettings = InferenceSettings()):
+    def __init__(self, model, payload: dict, settings: InferenceSettings | None = None):
+        settings = settings or InferenceSettings.plain()
         self.settings, self.payload = settings, payload
         self.device = select_device(settings.device)
         self.cpu_bf16 = use_cpu_bf16(settings.cpu_bf16) and self.device.type == "cpu"
@@ -219,7 +228,7 @@ class Synthesizer:
         self.views = views_for(self.model, settings.views)
 
     @classmethod
-    def load(cls, weights, settings: InferenceSettings = InferenceSettings()) -> "Synthesizer":
+    def load(cls, weights, settings: InferenceSettings) -> "Synthesizer":
         model, payload = load_weights(weights, select_device(settings.device))
         return cls(model, payload, settings)
 

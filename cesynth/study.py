@@ -167,7 +167,7 @@ def model_spec(config: dict, model: str) -> dict:
     entry, training = config["models"][model], config["training"]
     return {"architecture": entry["architecture"], "inputs": model_inputs(config, model),
             "width": entry.get("width", training["width"]),
-            "output": entry.get("output", training.get("output", "direct"))}
+            "output": entry.get("output", training["output"])}
 
 
 def study_models(config: dict, study: str) -> list[str]:
@@ -243,7 +243,7 @@ def check_config(config: dict) -> list[str]:
 def cpu_bf16_problems(config: dict) -> list[str]:
     """Models whose ``training.cpu_bf16`` cannot train their patches (:func:`cesynth.device.cpu_bf16_training_problem`)."""
     settings = {name: model_settings(config, name) for name in config["models"]}
-    asking = [name for name, s in settings.items() if s.get("cpu_bf16") is True]  # "auto" keeps such nets in float32
+    asking = [name for name, s in settings.items() if s["cpu_bf16"] is True]  # "auto" keeps such nets in float32
     if not asking:
         return []
     from .device import cpu_bf16_training_problem  # imports torch: only for a configuration that asks for CPU bf16

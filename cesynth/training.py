@@ -8,7 +8,7 @@ from the last checkpoint. Because patches and dropout are seeded by (seed, epoch
 resumed run ends with the same weights as an uninterrupted one (on the CPU), with or without
 DataLoader workers.
 
-GPU options (``training`` keys, all optional): ``num_workers`` (DataLoader processes; batches
+GPU options (``training`` keys): ``num_workers`` (DataLoader processes; batches
 are pinned on CUDA), ``amp`` (bf16 autocast where supported), ``cudnn_benchmark`` (default on),
 ``channels_last`` (NDHWC / NHWC convolutions), ``compile`` (``torch.compile``), ``tensorboard``
 (scalars under ``<stage>/tensorboard``, needs the ``tensorboard`` package). On the CPU, ``cpu_bf16``
@@ -21,22 +21,19 @@ docs/training.md.
 The stage runs in the parts of nnU-Net v2's trainer (:class:`StageTrainer`): ``on_train_start``
 (resume, wrap, signals), ``train_step``, ``on_epoch_end`` (history, validation, checkpoint),
 ``on_train_end`` (weights); :func:`train_stage` is the loop over them. Weight files are
-:mod:`cesynth.weights` (``load_weights`` is re-exported here for the callers that always took it from here).
+:mod:`cesynth.weights`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +41,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import intensity, similarity
+from . import checkpoints, distributed, validation
 from .data import PatchSampler, StepBatches
-from .device import bf16_autocast, cpu_bf16_training, select_device
+from .device import bf16_autocast, cpu_bf16_training
+from .inference import channels_last_format
 from .io import atomic_output, remove_partial_writes, write_table
 from .losses import SynthesisLoss
-from .weights import load_weights, new_model, read_payload, safe_load, save_weights
+from .weights import new_model, read_payload, safe_load, save_weights
 
-__all__ = ["Interrupted", "StageJob", "StageTrainer", "TRAINERS", "evaluate_loss", "load_weights", "register_trainer",
+__all__ = ["Interrupted", "StageJob", "StageTrainer", "TRAINERS", "TrainingSettings", "register_trainer",
            "run_distributed", "train_stage"]
 
 
@@ -75,30 +73,74 @@ PROBE_EPOCH = 2**31  # the probe batch's "epoch": no real epoch draws the same p
 
 
 @dataclass(frozen=True)
+class TrainingSettings:
+    """A model's training settings, read once: its merged ``training`` section (:func:`cesynth.study.model_settings`).
+
+    Every key config.yaml sets is required here, so no second default can disagree with config.yaml's (a test walks
+    both and the schema); the keys config.yaml leaves out are optional by design and default here, nowhere else.
+    """
+    seed: int
+    device: str
+    threads: int
+    width: float
+    output: str
+    num_workers: int
+    cudnn_benchmark: bool
+    channels_last: bool
+    compile: bool
+    tensorboard: bool
+    amp: bool
+    cpu_bf16: bool | str
+    batch_size: int
+    patch: tuple[int, int, int]
+    enhancing_patches: float
+    steps_per_epoch: int
+    ssim: str
+    local_norm: str
+    pixel_loss: str
+    stage1: dict
+    stage2: dict
+    target: str  # the synthesis target channel (config ``reference``)
+    trainer: str = "StageTrainer"
+    local_mask: str = "enhancement"
+    histogram_loss: float = 0.0
+    augment: dict = field(default_factory=lambda: {"flip": False, "gamma": 0.0})
+    preprocessing: dict | None = None  # the run's preprocessing record, kept in the weights
+
+    def __post_init__(self):
+        object.__setattr__(self, "patch", tuple(self.patch))  # hashable, also when read from YAML or JSON
+
+
+@dataclass(frozen=True)
 class StageJob:
     """What one stage trains and where it writes, built once from the config (workflow_scripts/train.py).
 
-    ``training``: the model's merged settings (:func:`cesynth.study.model_settings`), ``stage`` its stage1 or
-    stage2 entry; ``init_weights``: the earlier stage's weights to start from; ``name`` (e.g. "hrfcn3d stage 2")
-    names the run in its messages. JSON-serialisable (:func:`run_distributed` passes it to every process).
+    ``training``: the model's settings, ``stage`` its stage1 or stage2 entry; ``init_weights``: the earlier stage's
+    weights to start from; ``name`` (e.g. "hrfcn3d stage 2") names the run in its messages; ``progress``: a progress
+    bar per epoch. JSON-serialisable (:func:`run_distributed` passes it to every process).
     """
     train_stacks: list
     val_stacks: list
     model_spec: dict
     stage: dict
-    training: dict
+    training: TrainingSettings
     weights_out: str | Path
     history_out: str | Path
     checkpoint_dir: str | Path
     init_weights: str | Path | None = None
     device: str = "auto"
     name: str = "model"
+    progress: bool = True
+
+    @classmethod
+    def from_json(cls, text: str) -> "StageJob":
+        fields = json.loads(text)
+        return cls(**{**fields, "training": TrainingSettings(**fields["training"])})
 
 
 # The trainer a model's ``training.trainer`` names (config/schema.yaml's enum is tested against these keys).
 # A variant is a subclass of StageTrainer registered here under its class name (docs/extending.md).
 TRAINERS: dict[str, type] = {}
-DEFAULT_TRAINER = "StageTrainer"
 
 
 def register_trainer(cls: type) -> type:
@@ -115,7 +157,7 @@ def train_stage(job: StageJob, log=print, on_step=None):
     only rank 0 logs and writes files. A net that collapses raises :class:`Collapsed` naming ``job.name``, the
     stage, the step and what to change; no weights are written.
     """
-    name = job.training.get("trainer", DEFAULT_TRAINER)
+    name = job.training.trainer
     if name not in TRAINERS:
         raise ValueError(f"training.trainer {name!r} is not a registered trainer; known: {', '.join(sorted(TRAINERS))}")
     trainer = TRAINERS[name](job, log)
@@ -147,27 +189,27 @@ class StageTrainer:
 
     def __init__(self, job: StageJob, log=print):
         self.job, self.training, self.stage = job, job.training, job.stage
-        self.rank, self.world, self.device, self.own_group = _init_distributed(job.device)
+        self.rank, self.world, self.device, self.own_group = distributed.init_process_group(job.device)
         self.log = _quiet if self.rank else log
         self.checkpoint = Path(job.checkpoint_dir) / "last.pt"
-        self.seed, self.epochs = int(self.training["seed"]), int(self.stage["epochs"])
-        self.steps, self.batch_size = int(self.training["steps_per_epoch"]), int(self.training["batch_size"])
+        self.seed, self.epochs = self.training.seed, int(self.stage["epochs"])
+        self.steps, self.batch_size = self.training.steps_per_epoch, self.training.batch_size
         self.epoch, self.step, self.history = 0, 0, []
         self.sums, self.n_steps, self.started = {}, 0, 0.0  # of the current epoch (on_epoch_start)
         self.signal, self.previous_handlers, self.writer = None, {}, None
-        self.fingerprint = _fingerprint(job.model_spec, job.stage, job.training, job.train_stacks, job.init_weights)
+        self.fingerprint = checkpoints.fingerprint(job.model_spec, job.stage, job.training, job.train_stacks, job.init_weights)
         self.model, self.input_format = self.build_model()
-        cpu_bf16 = cpu_bf16_training(self.training.get("cpu_bf16", False), self.module.slicewise, self.training["patch"],
-                                     self.job.name, job.model_spec["architecture"])
-        self.autocast = bf16_autocast(self.device, cuda=self.training.get("amp", True), cpu=cpu_bf16)
+        cpu_bf16 = cpu_bf16_training(self.training.cpu_bf16, self.module.slicewise, self.training.patch, self.job.name,
+                                     job.model_spec["architecture"])
+        self.autocast = bf16_autocast(self.device, cuda=self.training.amp, cpu=cpu_bf16)
         if cpu_bf16 and self.device.type == "cpu":
-            self.log(f"{job.name}: bf16 autocast on the CPU (training.cpu_bf16: {self.training['cpu_bf16']})")
+            self.log(f"{job.name}: bf16 autocast on the CPU (training.cpu_bf16: {self.training.cpu_bf16})")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(self.stage["lr"]))
         self.loss_fn = self.build_loss()
         self.sampler, self.validation = self.build_samplers()
         if self.device.type == "cuda":
             # Fixed patch shapes: autotuning pays off after the first step (it makes CUDA runs non-bitwise).
-            torch.backends.cudnn.benchmark = bool(self.training.get("cudnn_benchmark", True))
+            torch.backends.cudnn.benchmark = self.training.cudnn_benchmark
 
     @property
     def module(self) -> torch.nn.Module:
@@ -181,23 +223,23 @@ class StageTrainer:
         model = new_model(self.job.model_spec).to(self.device)
         if self.job.init_weights:
             model.load_state_dict(read_payload(self.job.init_weights, self.device)["state_dict"])
-        memory_format = _channels_last(model) if self.training.get("channels_last", False) else torch.contiguous_format
+        memory_format = channels_last_format(model) if self.training.channels_last else torch.contiguous_format
         # Only 3D nets take a 5-D input in NDHWC; the 2D nets reshape theirs and follow the weights.
         return (model.to(memory_format=memory_format),
                 memory_format if memory_format == torch.channels_last_3d else torch.contiguous_format)
 
     def build_loss(self) -> SynthesisLoss:
         training = self.training
-        return SynthesisLoss(tuple(self.stage["lambdas"]), ssim=training["ssim"], local_norm=training["local_norm"],
-                             pixel=training.get("pixel_loss", "mae"), histogram=training.get("histogram_loss", 0.0))
+        return SynthesisLoss(tuple(self.stage["lambdas"]), ssim=training.ssim, local_norm=training.local_norm,
+                             pixel=training.pixel_loss, histogram=training.histogram_loss)
 
     def build_samplers(self) -> tuple[PatchSampler, PatchSampler | None]:
         """Training patches (enhancing-centred and augmented as configured) and the validation scans' windows."""
         training, inputs = self.training, self.job.model_spec["inputs"]
-        local_mask = LOCAL_MASKS[training.get("local_mask", "enhancement")]
-        sampler = PatchSampler(self.job.train_stacks, inputs, training["target"], training["patch"], local_mask,
-                               enhancing=training.get("enhancing_patches", 0.0), augment=training.get("augment"))
-        validation = PatchSampler(self.job.val_stacks, inputs, training["target"], training["patch"],
+        local_mask = LOCAL_MASKS[training.local_mask]
+        sampler = PatchSampler(self.job.train_stacks, inputs, training.target, training.patch, local_mask,
+                               enhancing=training.enhancing_patches, augment=training.augment)
+        validation = PatchSampler(self.job.val_stacks, inputs, training.target, training.patch,
                                   local_mask) if self.job.val_stacks else None
         return sampler, validation
 
@@ -213,9 +255,9 @@ class StageTrainer:
         if self.world > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if self.training.get("compile", False):
+        if self.training.compile:
             self.model = torch.compile(self.model)
-        if self.training.get("tensorboard", False) and self.rank == 0:
+        if self.training.tensorboard and self.rank == 0:
             self.writer = _tensorboard(self.checkpoint.parent.parent / "tensorboard")
         self.previous_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
 
@@ -244,11 +286,11 @@ class StageTrainer:
         """(step, batch) for the rest of this epoch, from ``self.step`` on (a resumed epoch starts mid-way)."""
         loader = torch.utils.data.DataLoader(
             StepBatches(self.sampler, self.batch_size, self.seed, self.epoch, self.step, self.steps, self.rank,
-                        self.world), batch_size=None, num_workers=int(self.training.get("num_workers", 0)),
+                        self.world), batch_size=None, num_workers=self.training.num_workers,
             pin_memory=self.device.type == "cuda")
         return tqdm(enumerate(loader, start=self.step), initial=self.step, total=self.steps, file=sys.stderr,
                     mininterval=5, desc=f"epoch {self.epoch + 1}/{self.epochs}",
-                    disable=self.rank or not self.training.get("progress", True))
+                    disable=self.rank or not self.job.progress)
 
     def train_step(self, batch) -> dict:
         """One optimizer step on one batch; returns the loss terms."""
@@ -273,13 +315,13 @@ class StageTrainer:
                 self.writer.add_scalar(f"train/{key}", value, self.epoch * self.steps + self.step + 1)
 
     def stop_requested(self) -> bool:
-        return _any_rank(self.signal, self.world, self.device)
+        return distributed.any_rank(self.signal, self.world, self.device)
 
     def interrupt(self):
         """Checkpoint after the current step and stop (the same step in every process)."""
         if self.rank == 0:
             self.save_checkpoint(self.epoch, self.step + 1)
-        _barrier(self.world)  # no process exits (and gets its siblings killed) before the checkpoint is saved
+        distributed.barrier(self.world)  # no process exits (and gets its siblings killed) before the checkpoint is saved
         raise Interrupted(f"stopped by signal {self.signal} at epoch {self.epoch + 1} step {self.step + 1}; "
                           f"checkpoint {self.checkpoint} saved - rerun to resume")
 
@@ -302,7 +344,7 @@ class StageTrainer:
     def on_epoch_end(self):
         """Log the epoch's mean losses (and validation), then checkpoint the finished epoch."""
         self.check_output()
-        sums = _mean_over_ranks(self.sums, self.world, self.device)
+        sums = distributed.mean_over_ranks(self.sums, self.world, self.device)
         row = {"epoch": self.epoch + 1, "lr": float(self.stage["lr"]), "seconds": round(time.time() - self.started, 2),
                **{f"train_{k}": v / max(self.n_steps, 1) for k, v in sums.items()}}
         if self.validation is not None and self.rank == 0:
@@ -316,11 +358,12 @@ class StageTrainer:
         self.epoch, self.step = self.epoch + 1, 0
         if self.rank == 0:
             self.save_checkpoint(self.epoch, self.step)
-        _barrier(self.world)
+        distributed.barrier(self.world)
 
     def validate(self) -> dict:
         """Validation columns of the history row (rank 0 only)."""
-        return evaluate_loss(self.module, self.validation, self.loss_fn, self.batch_size, self.device, self.autocast)
+        return validation.evaluate_loss(self.module, self.validation, self.loss_fn, self.batch_size, self.device,
+                                        self.autocast)
 
     def save_checkpoint(self, epoch, step):
         state = {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": epoch,
@@ -330,9 +373,11 @@ class StageTrainer:
 
     def on_train_end(self):
         if self.rank == 0:
-            save_weights(self.module, self.job.model_spec, self.training, self.history, self.job.weights_out)
+            save_weights(self.module, self.job.model_spec, self.history, self.job.weights_out,
+                         target=self.training.target, patch=self.training.patch,
+                         preprocessing=self.training.preprocessing)
             write_table(pd.DataFrame(self.history), self.job.history_out)
-        _barrier(self.world)
+        distributed.barrier(self.world)
 
     def close(self):
         """Restore the signal handlers, close the TensorBoard writer and the process group this run made."""
@@ -385,50 +430,6 @@ def _fileno(stream):
         return None
 
 
-def _init_distributed(requested):
-    """(rank, world size, device, whether this call created the process group) from torchrun's env."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    device = select_device(requested)
-    if world == 1:
-        return 0, 1, device, False
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    own = not torch.distributed.is_initialized()
-    if own:
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return torch.distributed.get_rank(), world, device, own
-
-
-def _any_rank(signum, world, device) -> bool:
-    """Whether any process got a stop signal: all must stop at the same step or DDP deadlocks."""
-    if world == 1:
-        return signum is not None
-    flag = torch.tensor([0 if signum is None else 1], device=device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(flag.item())
-
-
-def _mean_over_ranks(sums: dict, world, device) -> dict:
-    """Per-process loss sums -> their mean over processes, so the history describes every patch."""
-    if world == 1:
-        return sums
-    values = torch.tensor(list(sums.values()), dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(values)
-    return dict(zip(sums, (values / world).tolist()))
-
-
-def _barrier(world):
-    if world > 1:
-        torch.distributed.barrier()
-
-
-def _channels_last(model) -> torch.memory_format:
-    """NDHWC for 3D nets; the per-slice 2D nets have 4-D weights, so NHWC."""
-    return torch.channels_last_3d if any(isinstance(m, torch.nn.Conv3d) for m in model.modules()) \
-        else torch.channels_last
-
-
 def _tensorboard(logdir):
     from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard package
 
@@ -439,52 +440,5 @@ def _quiet(*_args):
     pass
 
 
-@torch.no_grad()
-def evaluate_loss(model, sampler, loss_fn, batch_size, device, autocast=nullcontext()):
-    """Validation losses and brain PSNR of every held-out scan, the PSNR defined as the test metric's.
-
-    Each scan is covered by non-overlapping windows of the training depth (the reference code's
-    tiling), predicted on whole slices and clipped to the model-space range like a synthesis (:mod:`cesynth.intensity`); ``val_psnr`` is the mean
-    over scans of 10 log10(MAX_I^2 / MSE) over the scan's brain voxels with MAX_I = the target's maximum
-    there (metrics.py, "paper" protocol). The test metric averages overlapping windows instead
-    (``inference.stride``), so it can differ slightly.
-    """
-    model.eval()
-    total, count, psnrs = {}, 0, []
-    for scan_index in range(len(sampler.stacks)):
-        squared, n_brain, max_i = 0.0, 0, 0.0
-        windows = list(sampler.brain_windows(scan_index))
-        for i in range(0, len(windows), batch_size):
-            x, y, m, brain = (torch.from_numpy(np.stack(a)).to(device) for a in zip(*windows[i:i + batch_size]))
-            with autocast:
-                pred = model(x)
-            _, terms = loss_fn(pred.float(), y, m)
-            for key, value in terms.items():
-                total[key] = total.get(key, 0.0) + value * len(x)
-            count += len(x)
-            if brain.any():  # a window between two parts of a brain may hold none of it
-                error = (intensity.clip(pred.float()) - y)[brain]
-                squared += float((error.double() ** 2).sum())
-                n_brain += int(brain.sum())
-                max_i = max(max_i, float(y[brain].max()))
-        if n_brain:
-            psnrs.append(similarity.psnr(max(squared / n_brain, 1e-12), max_i))
-    result = {f"val_{k}": v / max(count, 1) for k, v in total.items()}
-    result["val_psnr"] = float(np.mean(psnrs)) if psnrs else float("nan")
-    return result
-
-
-# Settings that change speed or logging, not what is learned (up to float rounding): resumable across them.
-HOW_NOT_WHAT = ("progress", "num_workers", "threads", "cudnn_benchmark", "channels_last", "compile", "tensorboard")
-
-
-def _fingerprint(model_spec, stage, training, train_stacks, init_weights) -> str:
-    """What a checkpoint must match to be resumed: any change starts the stage afresh."""
-    relevant = {k: v for k, v in training.items() if k not in HOW_NOT_WHAT}
-    text = json.dumps([model_spec, stage, relevant, sorted(map(str, train_stacks)), str(init_weights or "")],
-                      sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 if __name__ == "__main__":  # one process of run_distributed
-    train_stage(StageJob(**json.loads(Path(sys.argv[1]).read_text())))
+    train_stage(StageJob.from_json(Path(sys.argv[1]).read_text()))

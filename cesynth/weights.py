@@ -35,10 +35,11 @@ def new_model(model_spec: dict) -> torch.nn.Module:
                        model_spec.get("output", "direct"))
 
 
-def save_weights(model, model_spec, training, history, path):
-    payload = {"state_dict": model.state_dict(), "model_spec": model_spec, "target": training["target"],
-               "patch": list(training["patch"]), "history": _plain(history),
-               "preprocessing": _plain(training.get("preprocessing"))}
+def save_weights(model, model_spec, history, path, *, target: str, patch, preprocessing: dict | None = None):
+    """The weights file of a trained net: tensors and plain values only (:func:`safe_load`), with what it needs to
+    be applied (its spec, target channel, training patch) and the preprocessing it was trained after."""
+    payload = {"state_dict": model.state_dict(), "model_spec": model_spec, "target": target, "patch": list(patch),
+               "history": _plain(history), "preprocessing": _plain(preprocessing)}
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
 

@@ -9,7 +9,7 @@ import torch
 from cesynth import metrics, models, preprocessing, skullstrip
 from cesynth.inference import Synthesizer
 from cesynth.io import Stack, save_nifti, save_stack
-from cesynth.training import StageJob, train_stage
+from cesynth.training import StageJob, TrainingSettings, train_stage
 from cesynth.weights import load_weights
 from test_training import settings
 
@@ -33,7 +33,8 @@ def test_a_registered_architecture_trains_and_predicts(stacks, tmp_path, monkeyp
     s = settings(epochs=1, steps=1)
     spec = {"architecture": "toy_net", "inputs": ["t1", "t2"], "width": 1.0}
     history = train_stage(StageJob(train_stacks=stacks[:3], val_stacks=stacks[3:], model_spec=spec, stage=s["stage1"],
-                                   training=s, weights_out=tmp_path / "w.pt", history_out=tmp_path / "h.tsv",
+                                   training=TrainingSettings(**s), weights_out=tmp_path / "w.pt",
+                                   history_out=tmp_path / "h.tsv",
                                    checkpoint_dir=tmp_path / "ckpt", device="cpu"), log=lambda *_: None)
     assert len(history) == 1 and np.isfinite(history[0]["val_psnr"])
     model, payload = load_weights(tmp_path / "w.pt")

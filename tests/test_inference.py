@@ -7,7 +7,7 @@ from cesynth.device import cpu_bf16_native
 from cesynth.inference import InferenceSettings, Synthesizer, cpu_fast, slab_inference, slice_halo, sliding_window
 from cesynth.io import Stack
 from cesynth.models import ARCHITECTURES, SynthesisNet, build_model
-from cesynth.training import StageJob, train_stage
+from cesynth.training import StageJob, TrainingSettings, train_stage
 from cesynth.weights import load_weights, save_weights
 from test_training import SPEC, settings
 
@@ -42,7 +42,7 @@ def test_synthesizer_writes_masked_nifti_in_model_space(stacks, tmp_path):
     torch.manual_seed(0)
     spec = {"architecture": "hrfcn3d", "inputs": ["t1", "t2"], "width": 0.0625}
     model = build_model("hrfcn3d", 2, 0.0625).eval()
-    save_weights(model, spec, {"target": "ce_t1", "patch": [3, 32, 32]}, [], tmp_path / "w.pt")
+    save_weights(model, spec, [], tmp_path / "w.pt", target="ce_t1", patch=[3, 32, 32])
     payload = torch.load(tmp_path / "w.pt")
     pred = Synthesizer(model, payload).write(stacks[0], tmp_path / "synth.nii.gz")
     img = nib.load(tmp_path / "synth.nii.gz")
@@ -87,17 +87,18 @@ def test_synthesizer_slab_tiling_matches_one_pass(stacks, tmp_path):
     model = build_model("unet3d", 3, 0.0625).eval()
     spec = {"architecture": "unet3d", "inputs": ["t1", "t2", "adc"], "width": 0.0625}
     payload = {"model_spec": spec, "patch": [3, 32, 32]}
-    tiled, whole = (Synthesizer(model, payload, InferenceSettings(tiling="slab", slab=slab)).write(stacks[0], out)
+    tiled, whole = (Synthesizer(model, payload, InferenceSettings.plain(tiling="slab", slab=slab)).write(stacks[0], out)
                     for slab, out in ((4, tmp_path / "a.nii.gz"), (0, tmp_path / "b.nii.gz")))
     np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="tiling"):
-        InferenceSettings(tiling="tiles")
+        InferenceSettings.plain(tiling="tiles")
 
 
 def test_cpu_bf16_inference_of_a_trained_model_stays_close_to_float32(stacks, tmp_path):
     s = settings(epochs=1, steps=30)
     train_stage(StageJob(train_stacks=stacks[:3], val_stacks=[], model_spec={**SPEC, "architecture": "hrfcn3d"},
-                         stage=s["stage1"], training=s, weights_out=tmp_path / "w.pt", history_out=tmp_path / "h.tsv",
+                         stage=s["stage1"], training=TrainingSettings(**s), weights_out=tmp_path / "w.pt",
+                         history_out=tmp_path / "h.tsv",
                          checkpoint_dir=tmp_path / "ckpt", device="cpu"), log=lambda *_: None)
     model, payload = load_weights(tmp_path / "w.pt")
     float32 = Synthesizer(model, payload).write(stacks[3], tmp_path / "fp32.nii.gz")
@@ -105,7 +106,7 @@ def test_cpu_bf16_inference_of_a_trained_model_stays_close_to_float32(stacks, tm
     folded = Synthesizer(fast, payload).write(stacks[3], tmp_path / "folded.nii.gz")
     assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in fast.modules())
     np.testing.assert_allclose(folded, float32, atol=1e-5)
-    bf16 = Synthesizer(fast, payload, InferenceSettings(cpu_bf16=True)).write(stacks[3], tmp_path / "bf16.nii.gz")
+    bf16 = Synthesizer(fast, payload, InferenceSettings.plain(cpu_bf16=True)).write(stacks[3], tmp_path / "bf16.nii.gz")
     stack = Stack(stacks[3])
     brain = np.asarray(stack["brain_mask"]) > 0
     target = np.asarray(stack["ce_t1"])[brain]
@@ -116,7 +117,8 @@ def test_cpu_bf16_inference_of_a_trained_model_stays_close_to_float32(stacks, tm
     assert error.mean() < 0.003 and error.max() < 0.05
     assert np.abs(bf16[brain] - target).mean() == pytest.approx(np.abs(float32[brain] - target).mean(), abs=0.01)
     # config.yaml's "auto": bf16 where this CPU computes it natively, float32 elsewhere
-    auto = Synthesizer(fast, payload, InferenceSettings(cpu_bf16="auto")).write(stacks[3], tmp_path / "auto.nii.gz")
+    auto = Synthesizer(fast, payload, InferenceSettings.plain(cpu_bf16="auto")).write(stacks[3],
+                                                                                  tmp_path / "auto.nii.gz")
     np.testing.assert_array_equal(auto, bf16 if cpu_bf16_native() else folded)
 
 

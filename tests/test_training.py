@@ -12,23 +12,28 @@ import torch
 from cesynth.data import PatchSampler, StepBatches
 from cesynth import device
 from cesynth.device import CPU_BF16_MAX_SLICE_VOXELS, cpu_bf16_kind, cpu_bf16_training
-from cesynth.training import TRAINERS, Collapsed, Interrupted, StageJob, StageTrainer, load_weights, register_trainer, \
-    run_distributed, train_stage
+from cesynth.training import TRAINERS, Collapsed, Interrupted, StageJob, StageTrainer, TrainingSettings, \
+    register_trainer, run_distributed, train_stage
+from cesynth.weights import load_weights
 
 SPEC = {"architecture": "unet3d", "inputs": ["t1", "t2", "adc"], "width": 0.0625}
 
 
-def settings(epochs=2, steps=4, lr=3e-3, **extra):
-    return {**extra, "seed": 7, "batch_size": 2, "patch": [3, 32, 32], "steps_per_epoch": steps, "ssim": "ssim",
-            "local_norm": "mask", "target": "ce_t1", "progress": False,
-            "stage1": {"lambdas": [1.0, 1.0, 1.0], "lr": lr, "epochs": epochs}}
+def settings(epochs=2, steps=4, lr=3e-3, **extra) -> dict:
+    """The fields of a TrainingSettings for these small runs: float32, the default memory layout, uniform patches."""
+    stage = {"lambdas": [1.0, 1.0, 1.0], "lr": lr, "epochs": epochs}
+    return {"seed": 7, "device": "cpu", "threads": 1, "width": 0.0625, "output": "direct", "num_workers": 0,
+            "cudnn_benchmark": True, "channels_last": False, "compile": False, "tensorboard": False, "amp": True,
+            "cpu_bf16": False, "batch_size": 2, "patch": [3, 32, 32], "enhancing_patches": 0.0,
+            "steps_per_epoch": steps, "ssim": "ssim", "local_norm": "mask", "pixel_loss": "mae", "target": "ce_t1",
+            "stage1": stage, "stage2": stage, **extra}
 
 
 def job(stacks, out, s, **kw):
     """A stage-1 job of SPEC on three training stacks (the rest validate), writing under ``out``."""
     return StageJob(**{"train_stacks": stacks[:3], "val_stacks": stacks[3:], "model_spec": SPEC, "stage": s["stage1"],
-                       "training": s, "weights_out": out / "w.pt", "history_out": out / "h.tsv",
-                       "checkpoint_dir": out / "ckpt", "device": "cpu", **kw})
+                       "training": TrainingSettings(**s), "weights_out": out / "w.pt", "history_out": out / "h.tsv",
+                       "checkpoint_dir": out / "ckpt", "device": "cpu", "progress": False, **kw})
 
 
 def run(stacks, out, on_step=None, **kw):
@@ -206,9 +211,10 @@ def test_distributed_data_parallel_on_cpu_matches_one_process_with_the_whole_bat
     s["local_norm"] = "all"
     kwargs = dict(train_stacks=[str(p) for p in stacks[:3]], val_stacks=[str(stacks[3])], model_spec=SPEC,
                   stage=s["stage1"], device="cpu")
-    train_stage(StageJob(**kwargs, training=s, weights_out=tmp_path / "one.pt", history_out=tmp_path / "one.tsv",
-                         checkpoint_dir=tmp_path / "ckpt1"), log=lambda *_: None)
-    run_distributed(2, StageJob(**kwargs, training={**s, "batch_size": 1}, weights_out=str(tmp_path / "two.pt"),
+    train_stage(StageJob(**kwargs, training=TrainingSettings(**s), weights_out=tmp_path / "one.pt",
+                         history_out=tmp_path / "one.tsv", checkpoint_dir=tmp_path / "ckpt1"), log=lambda *_: None)
+    run_distributed(2, StageJob(**kwargs, training=TrainingSettings(**{**s, "batch_size": 1}),
+                                weights_out=str(tmp_path / "two.pt"),
                                 history_out=str(tmp_path / "two.tsv"), checkpoint_dir=str(tmp_path / "ckpt2")))
     one, two = (pd.read_csv(tmp_path / f"{n}.tsv", sep="\t").iloc[0] for n in ("one", "two"))
     for key in ("train_total", "train_local", "val_total"):  # losses: see test_channels_last_and_tensorboard
@@ -235,7 +241,7 @@ def test_validation_psnr_is_the_test_metric(stacks):
     from cesynth.losses import SynthesisLoss
     from cesynth.metrics import scan_metrics
     from cesynth.models import build_model
-    from cesynth.training import evaluate_loss
+    from cesynth.validation import evaluate_loss
 
     torch.manual_seed(0)
     model = build_model("unet2d", 2, 0.0625).eval()

@@ -10,7 +10,7 @@ from cesynth.io import Stack
 from cesynth.models import build_model
 from cesynth.uncertainty import SPREAD_WEIGHT, auroc, departure_and_texture, evaluate_scan, scan_map, tta_views
 
-INFERENCE = InferenceSettings(stride=3, batch_size=4)
+INFERENCE = InferenceSettings.plain(stride=3)
 UNCERTAINTY = {"method": "tta", "views": ["flip_x", "z1", "z2", "yx2"], "smooth": 0.0}
 PAYLOAD = {"model_spec": {"inputs": ["t1", "t2"]}, "patch": [3, 32, 32]}
 
@@ -64,7 +64,7 @@ def test_views_in_the_synthesis_average_the_mirrored_prediction(stacks):
     stack = Stack(stacks[0])
     brain = np.asarray(stack["brain_mask"]) > 0
     plain = Synthesizer(LeftBright(), PAYLOAD, INFERENCE).synthesize(stack)
-    mirrored = Synthesizer(LeftBright(), PAYLOAD, InferenceSettings(stride=3, views=["flip_x"])).synthesize(stack)
+    mirrored = Synthesizer(LeftBright(), PAYLOAD, InferenceSettings.plain(stride=3, views=["flip_x"])).synthesize(stack)
     ramp = np.linspace(0, 0.5, brain.shape[-1], dtype=np.float32)
     np.testing.assert_allclose(plain[brain], np.broadcast_to(ramp, brain.shape)[brain], atol=1e-6)
     np.testing.assert_allclose(mirrored[brain], 0.25, atol=1e-6)  # ramp and its mirror image average to 0.25

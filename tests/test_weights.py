@@ -24,8 +24,8 @@ class Planted:
 
 def trained(tmp_path) -> Path:
     model = build_model("hrfcn3d", 2, 0.0625)
-    save_weights(model, SPEC, {"target": "ce_t1", "patch": [3, 32, 32], "preprocessing": {"shape": [32, 32, 32]}},
-                 [{"epoch": 1, "train_total": 0.5}], tmp_path / "w.pt")
+    save_weights(model, SPEC, [{"epoch": 1, "train_total": 0.5}], tmp_path / "w.pt", target="ce_t1", patch=[3, 32, 32],
+                 preprocessing={"shape": [32, 32, 32]})
     return tmp_path / "w.pt"
 
 

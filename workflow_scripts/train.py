@@ -1,15 +1,15 @@
 import torch
 
 from cesynth.io import redirect_output
-from cesynth.training import StageJob, run_distributed, train_stage
+from cesynth.training import StageJob, TrainingSettings, run_distributed, train_stage
 
 p = snakemake.params
-job = StageJob(train_stacks=list(snakemake.input.train), val_stacks=list(snakemake.input.val), model_spec=p.spec,
-               stage=p.settings[p.stage], training=p.settings, weights_out=snakemake.output.weights,
-               history_out=snakemake.output.history, checkpoint_dir=p.checkpoints,
-               init_weights=snakemake.input.get("init"), device=p.settings["device"],
-               name=f"{snakemake.wildcards.model} {p.stage.replace('stage', 'stage ')}")
-with redirect_output(snakemake.log[0]):
+with redirect_output(snakemake.log[0]):  # a bad setting fails here, into the rule's log
+    job = StageJob(train_stacks=list(snakemake.input.train), val_stacks=list(snakemake.input.val), model_spec=p.spec,
+                   stage=p.settings[p.stage], training=TrainingSettings(**p.settings),
+                   weights_out=snakemake.output.weights, history_out=snakemake.output.history,
+                   checkpoint_dir=p.checkpoints, init_weights=snakemake.input.get("init"), device=p.settings["device"],
+                   name=f"{snakemake.wildcards.model} {p.stage.replace('stage', 'stage ')}")
     torch.set_num_threads(snakemake.threads)
     gpus = int(snakemake.resources.get("gpu", 0))
     if gpus > 1:  # one process per GPU, DistributedDataParallel (torchrun)
