@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.run import REPO, row
+from benchmarks.common import REPO, row
 
 RUNS_ENV = "CESYNTH_DEMO_RUNS"
 TIMING = "demo_timing.json"

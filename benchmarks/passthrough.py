@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.run import REPO, row, snakemake_executable
+from benchmarks.common import REPO, row, snakemake_executable
 
 TARGET_S = 2.0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from benchmarks.run import REPO, snakemake_executable
+from benchmarks.common import REPO, snakemake_executable
 
 CASE = REPO.parent / "shared" / "data" / "tcga-fg-6692"
 MODALITIES = ("t1", "t2", "flair")

@@ -45,22 +45,15 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-PAPER_SHAPE_ZYX = (192, 256, 192)
-PATCH = (3, 256, 192)
-BATCH = 3
-INPUTS = ["t1", "t2", "adc"]
+from benchmarks.common import BATCH, INPUTS, PAPER_SHAPE_ZYX, PATCH, REPO, row, run_child, set_threads, \
+    snakemake_executable
+
 # Assumed sustained throughput of one GPU on these 3-D convolutions in bf16: about 40% of an H100
 # SXM's 989 dense bf16 TFLOP/s. A training step costs ~3x the forward FLOPs (forward + backward).
 GPU_TFLOPS = 400.0
 ARCHITECTURES = ["unet2d", "unet3d", "hrfcn2d", "hrfcn3d", "hrfcn3d_ref"]
 # config.yaml's demo: model grid (Z, Y, X), width and training patch
 DEMO_SHAPE_ZYX, DEMO_WIDTH, DEMO_PATCH = (48, 64, 48), 0.125, (3, 32, 32)
-
-
-def snakemake_executable() -> str:
-    """The snakemake of this Python's environment (the venv the benchmarks run in), else the one on PATH."""
-    return shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
 
 
 def main(argv=None):
@@ -128,11 +121,6 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def row(section, case, value, unit, ratio=None, baseline="", note=""):
-    return {"section": section, "case": case, "value": value, "unit": unit, "ratio": ratio,
-            "baseline": baseline, "note": note}
-
-
 def _fmt(value):
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
@@ -177,32 +165,6 @@ def render_markdown(rows, machine, args) -> str:
             "- Peak memory = peak RSS (VmHWM) of a child process that does only the measured work (includes the "
             "Python interpreter and torch, about 0.3-0.5 GB).", ""]
     return "\n".join(out)
-
-
-def run_child(function: str, threads: int = 2, timeout: float | None = None, crash_ok=False, **kwargs):
-    """(result, peak RSS in GB, seconds) of ``CHILDREN[function](**kwargs)`` in a fresh process;
-    (None, None, timeout) if it runs longer than ``timeout`` seconds; ({"exit": code}, None, seconds)
-    if it fails and ``crash_ok``."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "CESYNTH_BENCH_THREADS": str(threads)}
-    started = time.time()
-    try:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks", "--child", function, json.dumps(kwargs)],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL if crash_ok else None, text=True,
-                              env=env, cwd=REPO, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, None, timeout
-    if proc.returncode and crash_ok:
-        return {"exit": proc.returncode}, None, time.time() - started
-    if proc.returncode:
-        raise RuntimeError(f"benchmark child {function} {kwargs} failed (exit {proc.returncode})")
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    return report["result"], report["peak_gb"], time.time() - started
-
-
-def _threads():
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("CESYNTH_BENCH_THREADS", "2")))
 
 
 # ----------------------------------------------------------------------------- data for the benchmarks
@@ -305,7 +267,7 @@ def child_infer(mode: str, slices: int, batch_size: int = 1, architecture: str =
     from cesynth.inference import slab_inference, sliding_window
     from cesynth.models import build_model
 
-    _threads()
+    set_threads()
     torch.manual_seed(0)
     model = build_model(architecture, len(INPUTS), 1.0).eval().to(device)
     volume = np.random.default_rng(0).random((len(INPUTS), slices, *PAPER_SHAPE_ZYX[1:]), dtype=np.float32)
@@ -457,7 +419,7 @@ def child_train(stacks, architecture, width, steps, device, patch=PATCH, **optio
 
     from cesynth.training import StageJob, TrainingSettings, train_stage
 
-    _threads()
+    set_threads()
     stamps = []
     stage = {"lambdas": [1, 1, 1], "lr": 1e-4, "epochs": 1}
     training = TrainingSettings(**{
@@ -486,7 +448,7 @@ def child_bf16_conv3d_backward(side: int):
 
     from cesynth.device import bf16_autocast
 
-    _threads()
+    set_threads()
     conv = torch.nn.Conv3d(8, 8, 3, padding=1).to(memory_format=torch.channels_last_3d)
     x = torch.rand(3, 8, 3, side, side).to(memory_format=torch.channels_last_3d)
     with bf16_autocast(torch.device("cpu"), cpu=True):

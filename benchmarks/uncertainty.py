@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from benchmarks.run import INPUTS, PAPER_SHAPE_ZYX, PATCH, _threads, row, run_child
+from benchmarks.common import INPUTS, PAPER_SHAPE_ZYX, PATCH, set_threads, row, run_child
 
 
 def child_windows(pads: list[int], batch: int, repeats: int = 2, architecture: str = "hrfcn3d") -> dict:
@@ -26,7 +26,7 @@ def child_windows(pads: list[int], batch: int, repeats: int = 2, architecture: s
     from cesynth.inference import sliding_window
     from cesynth.models import build_model
 
-    _threads()
+    set_threads()
     torch.manual_seed(0)
     model = build_model(architecture, len(INPUTS), 1.0).eval()
     rng = np.random.default_rng(0)
@@ -64,7 +64,7 @@ def windows(n_z: int, stride: int, window: int = PATCH[0]) -> int:
 
 def run(quick: bool) -> list[dict]:
     from cesynth.models import build_model
-    from cesynth.uncertainty import VIEWS
+    from cesynth.inference import VIEWS
 
     batch = 2 if quick else 3
     divisor = build_model("hrfcn3d", len(INPUTS), 0.0625).size_divisor
