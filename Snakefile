@@ -23,9 +23,9 @@ if os.environ.get(configcheck.CONFIGFILE_ENV):
         update_config(config, configcheck.load_override(_override))
     update_config(config, dict(workflow.config_settings.config))
 
-# Configuration errors stop here, one line each, before any job runs (no traceback).
-_schema = configcheck.load_schema(os.path.join(workflow.basedir, "config", "schema.yaml"))
-_problems = configcheck.schema_problems(config, _schema)
+# Configuration errors stop here, all of them, one line each, before any job runs (no traceback).
+_problems = configcheck.problems(config, configcheck.load_schema(os.path.join(workflow.basedir, "config",
+                                                                               "schema.yaml")))
 if _problems:
     sys.exit("\n".join(_problems))
 if config.get("crossval", {}) is None:  # `crossval: null` switches a config's cross-validation off
@@ -65,7 +65,7 @@ rule all:
 
 onstart:
     # On SLURM, a job no node can run would pend for ever: stop now and say which and why.
-    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+    if EXECUTOR == "slurm":
         _jobs = {workflow.dag.get_job_group(j) or j for j in workflow.dag.needrun_jobs()}
         _misfits = slurmfit.misfits(slurmfit.requests(_jobs), slurmfit.sinfo())
         if _misfits:

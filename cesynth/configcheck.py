@@ -22,6 +22,37 @@ def load_schema(path) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
+def problems(config: dict, schema: dict) -> list[str]:
+    """Every problem of a configuration, one line each ("config: ..."), checked once before any job: the schema's,
+    those a schema cannot express (:func:`cesynth.study.check_config`) and the predict section's."""
+    from .study import check_config
+
+    lines = schema_problems(config, schema)
+    try:
+        semantic = check_config(config) + predict_problems(config)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError):
+        if not lines:
+            raise
+        semantic = []  # a config the schema refuses can lack what these checks read: its schema lines say what
+    return lines + [f"config: {line}" for line in semantic]
+
+
+def predict_problems(config: dict) -> list[str]:
+    """The predict section of a run that predicts (a sample sheet is named): its model and its given weights."""
+    from .modelcard import card_path
+
+    predict = config.get("predict") or {}
+    if not predict.get("samplesheet"):
+        return []
+    model, weights, out = predict["model"], predict.get("weights"), []
+    if model not in config["models"]:
+        out.append(f"predict.model {model!r} is not a model ({did_you_mean(model, config['models'], 'models')})")
+    if weights and not card_path(weights).is_file():
+        out.append(f"predict.weights {weights} has no model card beside it ({card_path(weights)}); copy it with the "
+                   "weights from where they were trained")
+    return out
+
+
 def schema_problems(config: dict, schema: dict) -> list[str]:
     """One line per schema violation, unknown keys with a "did you mean" suggestion."""
     validator = jsonschema.Draft202012Validator(schema)

@@ -14,9 +14,7 @@ def model_pattern(models):
 
 
 S.use_results(config["results"])
-problems = S.check_config(config)
-if problems:
-    sys.exit("\n".join(f"config: {p}" for p in problems))
+# What the command asks for, read from its command line: Snakemake knows the executor only once jobs run.
 REQUESTED, EXECUTOR = configcheck.command_line(sys.argv)
 
 # On a cluster a scan's rules (group "scan") run as one job, which asks for the sum over the rules

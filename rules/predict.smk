@@ -6,10 +6,7 @@ from cesynth import predict as P
 PREDICT = config.get("predict") or {}
 
 if PREDICT.get("samplesheet"):
-    PREDICT_MODEL = PREDICT["model"]
-    if PREDICT_MODEL not in config["models"]:
-        sys.exit(f"config: predict.model {PREDICT_MODEL!r} is not a model "
-                 f"({configcheck.did_you_mean(PREDICT_MODEL, config['models'], 'models')})")
+    PREDICT_MODEL = PREDICT["model"]  # a model, and given weights have their card: checked with the config
     PREDICT_SPEC = S.model_spec(config, PREDICT_MODEL)
     PREDICT_MOVING = [m for m in PREDICT_SPEC["inputs"] if m != P.REFERENCE]
     # Every scan's images are opened here, once, in the process that builds the DAG: all problems at once, before
@@ -21,9 +18,6 @@ if PREDICT.get("samplesheet"):
         lambda s, c: S.path("predict_dicom_nifti", pscan=s, dmod=c)).set_index("scan", drop=False)
     # Explicit weights (e.g. copied from a training site, with their model card) or the ones this workflow trains.
     PREDICT_WEIGHTS = PREDICT.get("weights") or S.path("weights", model=PREDICT_MODEL, stage=2)
-    if PREDICT.get("weights") and not modelcard.card_path(PREDICT_WEIGHTS).is_file():
-        sys.exit(f"config: predict.weights {PREDICT_WEIGHTS} has no model card beside it "
-                 f"({modelcard.card_path(PREDICT_WEIGHTS)}); copy it with the weights from where they were trained")
     # DICOM output: when the T1 came as DICOM (auto), for every scan (always) or never.
     PREDICT_DICOM_OUT = [s for s in PREDICT_SAMPLES.scan
                          if P.wants_dicom(PREDICT["dicom_output"], P.REFERENCE in PREDICT_DICOM.get(s, {}))]

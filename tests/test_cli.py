@@ -78,6 +78,18 @@ def test_config_error_is_one_line_before_any_job(tmp_path, override, line):
     assert not (tmp_path / "results").exists()  # nothing ran, nothing written
 
 
+def test_three_mistakes_are_three_lines_in_one_style_before_any_job(tmp_path):
+    """A mistyped key (the schema's), a study of a model that does not exist (a cross-field check) and a predict
+    model that is not one (the predict section's): one check, every problem at once."""
+    result = run(tmp_path, "--cores", "1", "--config", "demo={patiens: 3}", "studies={baselines: [unet5d]}",
+                 "predict={samplesheet: new.tsv, model: hrfcn4d}")
+    assert result.returncode != 0 and "Traceback" not in result.out, result.out
+    assert own_lines(result.out) == ["config: unknown key 'demo.patiens' (did you mean 'patients'?)",
+                                     "config: study baselines: unknown model(s) ['unet5d']",
+                                     "config: predict.model 'hrfcn4d' is not a model (did you mean 'hrfcn3d'?)"]
+    assert not (tmp_path / "results").exists()
+
+
 def test_site_configfile_from_the_environment_is_checked_too(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text("split: {seeed: 1}\n")
