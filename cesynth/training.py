@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +76,8 @@ PROBE_EPOCH = 2**31  # the probe batch's "epoch": no real epoch draws the same p
 class TrainingSettings:
     """A model's training settings, read once: its merged ``training`` section (:func:`cesynth.study.model_settings`).
 
-    Every key config.yaml sets is required here, so no second default can disagree with config.yaml's (a test walks
-    both and the schema); the keys config.yaml leaves out are optional by design and default here, nowhere else.
+    Every key of the section is required here: config.yaml sets it, or the schema fills in its one default (a test
+    walks config.yaml, the schema and this class for a second default); ``trainer`` is optional by design.
     """
     seed: int
     device: str
@@ -100,11 +100,11 @@ class TrainingSettings:
     pixel_loss: str
     stage1: dict
     stage2: dict
+    local_mask: str
+    histogram_loss: float
+    augment: dict
     target: str  # the synthesis target channel (config ``reference``)
     trainer: str = "StageTrainer"
-    local_mask: str = "enhancement"
-    histogram_loss: float = 0.0
-    augment: dict = field(default_factory=lambda: {"flip": False, "gamma": 0.0})
     preprocessing: dict | None = None  # the run's preprocessing record, kept in the weights
 
     def __post_init__(self):

@@ -26,6 +26,7 @@ def settings(epochs=2, steps=4, lr=3e-3, **extra) -> dict:
             "cudnn_benchmark": True, "channels_last": False, "compile": False, "tensorboard": False, "amp": True,
             "cpu_bf16": False, "batch_size": 2, "patch": [3, 32, 32], "enhancing_patches": 0.0,
             "steps_per_epoch": steps, "ssim": "ssim", "local_norm": "mask", "pixel_loss": "mae", "target": "ce_t1",
+            "local_mask": "enhancement", "histogram_loss": 0.0, "augment": {"flip": False, "gamma": 0.0},
             "stage1": stage, "stage2": stage, **extra}
 
 
