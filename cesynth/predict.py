@@ -25,7 +25,9 @@ from .plots import prediction_panel
 from .study import record_differences
 from .validate import InputError, check_files, check_sheet
 
-REFERENCE = "t1"  # the registration and grid reference of a patient without CE-T1
+# The sequence a new patient's other inputs are registered to and skull-stripped on, and whose native grid the
+# synthesis is written back onto: the T1 (the training "reference" is the CE-T1, which a new patient lacks).
+GRID_SEQUENCE = "t1"
 WARNING = ("SYNTHETIC contrast-enhanced T1 computed by a neural network from non-contrast scans; "
            "no contrast agent was given and this image was not acquired. Intensities are equalized "
            "to [0, 1] inside the brain, not scanner units.")
@@ -61,7 +63,7 @@ def load_samples(samplesheet, inputs, open_images=True):
     table = _load_sheet({"source": "samplesheet", "samplesheet": samplesheet}, None, None)
     problems = check_sheet(table, inputs, check_exists=not open_images)
     if open_images and not any(p.scan == "*" for p in problems):  # "*": the sheet lacks columns
-        problems += check_files(table, inputs, REFERENCE)
+        problems += check_files(table, inputs, GRID_SEQUENCE)
     if problems:
         raise InputError(problems)
     return table

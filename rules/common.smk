@@ -110,11 +110,11 @@ def raw(scan, modality):
     return SAMPLES.at[scan, modality]
 
 
-def log(rule, name):
+def log_path(rule, name):
     return S.path("log", rule=rule, name=name)
 
 
-def benchmark(rule, name):
+def benchmark_path(rule, name):
     return S.path("benchmark", rule=rule, name=name)
 
 

@@ -17,7 +17,7 @@ if CROSSVAL:
         conda:
             "../envs/evaluate.yaml"
         log:
-            log("pool_oof", "{model}"),
+            log_path("pool_oof", "{model}"),
         script:
             "../workflow_scripts/pool_oof.py"
 
@@ -40,7 +40,7 @@ if CROSSVAL:
         conda:
             "../envs/evaluate.yaml"
         log:
-            log("learning_curve", "all"),
+            log_path("learning_curve", "all"),
         script:
             "../workflow_scripts/learning_curve.py"
 

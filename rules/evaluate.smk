@@ -10,7 +10,7 @@ rule identity:
     conda:
         "../envs/evaluate.yaml"
     log:
-        log("identity", "all"),
+        log_path("identity", "all"),
     script:
         "../workflow_scripts/identity.py"
 
@@ -33,7 +33,7 @@ rule metrics:
     conda:
         "../envs/evaluate.yaml"
     log:
-        log("metrics", "{model}"),
+        log_path("metrics", "{model}"),
     script:
         "../workflow_scripts/metrics.py"
 
@@ -55,7 +55,7 @@ rule model_card:
     conda:
         "../envs/train.yaml"
     log:
-        log("model_card", "{model}"),
+        log_path("model_card", "{model}"),
     script:
         "../workflow_scripts/model_card.py"
 
@@ -119,7 +119,7 @@ for _study in STUDIES:
         conda:
             "../envs/evaluate.yaml"
         log:
-            log("study", _study),
+            log_path("study", _study),
         script:
             "../workflow_scripts/study.py"
 
@@ -138,7 +138,7 @@ rule overview:
     conda:
         "../envs/evaluate.yaml"
     log:
-        log("overview", "all"),
+        log_path("overview", "all"),
     script:
         "../workflow_scripts/overview.py"
 
@@ -146,11 +146,11 @@ rule overview:
 rule runtimes:
     """Wall time and memory of every heavy job, from the rules' benchmark: files."""
     input:
-        benchmarks=[benchmark("coregister", s) for s in SAMPLES.scan]
-        + [benchmark("skullstrip", s) for s in SAMPLES.scan]
-        + [benchmark(f"train_stage{n}", m) for m in MODELS_IN_STUDIES for n in (1, 2)
+        benchmarks=[benchmark_path("coregister", s) for s in SAMPLES.scan]
+        + [benchmark_path("skullstrip", s) for s in SAMPLES.scan]
+        + [benchmark_path(f"train_stage{n}", m) for m in MODELS_IN_STUDIES for n in (1, 2)
            if n == 2 or S.stage1_owner(config, m) == m]
-        + [benchmark(r, m) for m in MODELS_IN_STUDIES for r in ("infer", "uncertainty")],
+        + [benchmark_path(r, m) for m in MODELS_IN_STUDIES for r in ("infer", "uncertainty")],
     output:
         table=S.path("study", study="resources", name="runtimes.tsv"),
         figure=report(
@@ -163,7 +163,7 @@ rule runtimes:
     conda:
         "../envs/evaluate.yaml"
     log:
-        log("runtimes", "all"),
+        log_path("runtimes", "all"),
     script:
         "../workflow_scripts/runtimes.py"
 
@@ -178,6 +178,6 @@ rule provenance:
     conda:
         "../envs/evaluate.yaml"
     log:
-        log("provenance", "all"),
+        log_path("provenance", "all"),
     script:
         "../workflow_scripts/provenance.py"

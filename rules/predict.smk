@@ -8,19 +8,19 @@ PREDICT = config.get("predict") or {}
 if PREDICT.get("samplesheet"):
     PREDICT_MODEL = PREDICT["model"]  # a model, and given weights have their card: checked with the config
     PREDICT_SPEC = S.model_spec(config, PREDICT_MODEL)
-    PREDICT_MOVING = [m for m in PREDICT_SPEC["inputs"] if m != P.REFERENCE]
+    PREDICT_MOVING = [m for m in PREDICT_SPEC["inputs"] if m != P.GRID_SEQUENCE]
     # Every scan's images are opened here, once, in the process that builds the DAG: all problems at once, before
     # any job (per-scan predict_validate jobs would stop at the first broken scan).
     PREDICT_SAMPLES = P.load_samples(PREDICT["samplesheet"], PREDICT_SPEC["inputs"], workflow.is_main_process)
     # Inputs given as DICOM series folders ({scan: {column: folder}}) are read as their converted NIfTI.
-    PREDICT_DICOM = dicom.series_folders(PREDICT_SAMPLES, PREDICT_SPEC["inputs"])
-    PREDICT_SAMPLES = dicom.with_converted_paths(PREDICT_SAMPLES, PREDICT_DICOM,
+    PREDICT_DICOM_INPUTS = dicom.series_folders(PREDICT_SAMPLES, PREDICT_SPEC["inputs"])
+    PREDICT_SAMPLES = dicom.with_converted_paths(PREDICT_SAMPLES, PREDICT_DICOM_INPUTS,
         lambda s, c: S.path("predict_dicom_nifti", pscan=s, dmod=c)).set_index("scan", drop=False)
     # Explicit weights (e.g. copied from a training site, with their model card) or the ones this workflow trains.
     PREDICT_WEIGHTS = PREDICT.get("weights") or S.path("weights", model=PREDICT_MODEL, stage=2)
     # DICOM output: when the T1 came as DICOM (auto), for every scan (always) or never.
-    PREDICT_DICOM_OUT = [s for s in PREDICT_SAMPLES.scan
-                         if P.wants_dicom(PREDICT["dicom_output"], P.REFERENCE in PREDICT_DICOM.get(s, {}))]
+    PREDICT_DICOM_OUTPUTS = [s for s in PREDICT_SAMPLES.scan if P.wants_dicom(
+        PREDICT["dicom_output"], P.GRID_SEQUENCE in PREDICT_DICOM_INPUTS.get(s, {}))]
     # The uncertainty map beside each synthesis (predict.uncertainty), as NIfTI and, with the synthesis, DICOM.
     PREDICT_MAP = bool(PREDICT["uncertainty"])
     PREDICT_UNCERTAINTY = ["uncertainty", "uncertainty_model", "uncertainty_sidecar"] if PREDICT_MAP else []
@@ -34,24 +34,24 @@ if PREDICT.get("samplesheet"):
         input:
             [predict_out(k, s) for s in PREDICT_SAMPLES.scan
              for k in ["synth", "synth_model", "sidecar", "panel", "viewer", *PREDICT_UNCERTAINTY]],
-            [predict_out(k, s) for s in PREDICT_DICOM_OUT for k in PREDICT_DICOM_KINDS],
+            [predict_out(k, s) for s in PREDICT_DICOM_OUTPUTS for k in PREDICT_DICOM_KINDS],
 
     use rule dicom_check as predict_dicom_check with:
         input:
-            lambda w: list(PREDICT_DICOM[w.pscan].values()),
+            lambda w: list(PREDICT_DICOM_INPUTS[w.pscan].values()),
         output:
             S.path("predict_dicom_checked"),
         params:
             patient=lambda w: PREDICT_SAMPLES.at[w.pscan, "patient"],
-            folders=lambda w: PREDICT_DICOM[w.pscan],
+            folders=lambda w: PREDICT_DICOM_INPUTS[w.pscan],
         group:
             "predict"
         log:
-            log("predict_dicom_check", "{pscan}"),
+            log_path("predict_dicom_check", "{pscan}"),
 
     use rule dicom_to_nifti as predict_dicom_to_nifti with:
         input:
-            series=lambda w: PREDICT_DICOM[w.pscan][w.dmod],
+            series=lambda w: PREDICT_DICOM_INPUTS[w.pscan][w.dmod],
             checked=S.path("predict_dicom_checked"),
         output:
             image=S.path("predict_dicom_nifti"),
@@ -61,7 +61,7 @@ if PREDICT.get("samplesheet"):
         group:
             "predict"
         log:
-            log("predict_dicom_to_nifti", "{pscan}_{dmod}"),
+            log_path("predict_dicom_to_nifti", "{pscan}_{dmod}"),
 
     # The training cohort's rules (rules/preprocess.smk) on a new patient's files: same scripts,
     # settings and resources, the patient's T1 as reference, outputs in the predict_* paths.
@@ -73,21 +73,21 @@ if PREDICT.get("samplesheet"):
         params:
             samples=lambda w: [PREDICT_SAMPLES.loc[w.pscan].to_dict()],
             modalities=PREDICT_SPEC["inputs"],
-            reference=P.REFERENCE,
+            reference=P.GRID_SEQUENCE,
             mask_labels=None,  # new patients come without tumour masks
         resources:
             scan_slots=1,  # SCAN_SLOTS, rules/common.smk
         group:
             "predict"
         log:
-            log("predict_validate", "{pscan}"),
+            log_path("predict_validate", "{pscan}"),
 
     if PREDICT_MOVING:  # a T1-only model registers nothing
 
         use rule coregister as predict_coregister with:
             input:
                 moving=lambda w: [PREDICT_SAMPLES.at[w.pscan, m] for m in PREDICT_MOVING],
-                reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
+                reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.GRID_SEQUENCE],
                 validated=S.path("predict_validated"),
             output:
                 images=expand(S.path("predict_coregistered"), pmod=PREDICT_MOVING, allow_missing=True),
@@ -99,13 +99,13 @@ if PREDICT.get("samplesheet"):
             group:
                 "predict"
             log:
-                log("predict_coregister", "{pscan}"),
+                log_path("predict_coregister", "{pscan}"),
             benchmark:
-                benchmark("predict_coregister", "{pscan}")
+                benchmark_path("predict_coregister", "{pscan}")
 
     use rule skullstrip as predict_skullstrip with:
         input:
-            reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
+            reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.GRID_SEQUENCE],
             validated=S.path("predict_validated"),
         output:
             mask=S.path("predict_brain_mask"),
@@ -115,13 +115,13 @@ if PREDICT.get("samplesheet"):
         group:
             "predict"
         log:
-            log("predict_skullstrip", "{pscan}"),
+            log_path("predict_skullstrip", "{pscan}"),
         benchmark:
-            benchmark("predict_skullstrip", "{pscan}")
+            benchmark_path("predict_skullstrip", "{pscan}")
 
     use rule preprocess as predict_preprocess with:
         input:
-            reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
+            reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.GRID_SEQUENCE],
             coregistered=expand(S.path("predict_coregistered"), pmod=PREDICT_MOVING, allow_missing=True),
             mask=S.path("predict_brain_mask"),
         output:
@@ -131,12 +131,12 @@ if PREDICT.get("samplesheet"):
             scan="{pscan}",
             modalities=PREDICT_SPEC["inputs"],
             moving=PREDICT_MOVING,
-            reference=P.REFERENCE,  # T1: no CE-T1, so no enhancement mask
+            reference=P.GRID_SEQUENCE,  # T1: no CE-T1, so no enhancement mask
             labels=None,
         group:
             "predict"
         log:
-            log("predict_preprocess", "{pscan}"),
+            log_path("predict_preprocess", "{pscan}"),
 
     rule predict_synthesize:
         """Run the trained model; write the synthetic CE-T1 (native T1 grid and model space), sidecar, panel."""
@@ -145,7 +145,7 @@ if PREDICT.get("samplesheet"):
             card=modelcard.card_path(PREDICT_WEIGHTS),
             stack=S.path("predict_stack"),
             meta=S.path("predict_stack_json"),
-            t1=lambda w: PREDICT_SAMPLES.at[w.pscan, P.REFERENCE],
+            t1=lambda w: PREDICT_SAMPLES.at[w.pscan, P.GRID_SEQUENCE],
         output:
             synth=predict_out("synth"),
             synth_model=predict_out("synth_model"),
@@ -171,9 +171,9 @@ if PREDICT.get("samplesheet"):
         conda:
             "../envs/train.yaml"
         log:
-            log("predict_synthesize", "{pscan}"),
+            log_path("predict_synthesize", "{pscan}"),
         benchmark:
-            benchmark("predict_synthesize", "{pscan}")
+            benchmark_path("predict_synthesize", "{pscan}")
         script:
             "../workflow_scripts/predict_synthesize.py"
 
@@ -183,7 +183,7 @@ if PREDICT.get("samplesheet"):
         input:
             synth=predict_out("synth"),
             sidecar=predict_out("sidecar"),
-            t1_series=lambda w: PREDICT_DICOM.get(w.pscan, {}).get(P.REFERENCE, []),
+            t1_series=lambda w: PREDICT_DICOM_INPUTS.get(w.pscan, {}).get(P.GRID_SEQUENCE, []),
             **({"uncertainty": predict_out("uncertainty")} if PREDICT_MAP else {}),
         output:
             **{k: directory(predict_out(k)) for k in PREDICT_DICOM_KINDS},
@@ -195,7 +195,7 @@ if PREDICT.get("samplesheet"):
         conda:
             "../envs/train.yaml"
         log:
-            log("predict_dicom", "{pscan}"),
+            log_path("predict_dicom", "{pscan}"),
         script:
             "../workflow_scripts/predict_dicom.py"
 

@@ -15,7 +15,7 @@ if config["input"]["source"] == "demo":
         conda:
             "../envs/preprocess.yaml"
         log:
-            log("demo_cohort", "demo"),
+            log_path("demo_cohort", "demo"),
         script:
             "../workflow_scripts/demo_cohort.py"
 
@@ -33,7 +33,7 @@ rule dicom_check:
     conda:
         "../envs/preprocess.yaml"
     log:
-        log("dicom_check", "{scan}"),
+        log_path("dicom_check", "{scan}"),
     script:
         "../workflow_scripts/dicom_check.py"
 
@@ -51,7 +51,7 @@ rule dicom_to_nifti:
     conda:
         "../envs/preprocess.yaml"
     log:
-        log("dicom_to_nifti", "{scan}_{dmod}"),
+        log_path("dicom_to_nifti", "{scan}_{dmod}"),
     script:
         "../workflow_scripts/dicom_to_nifti.py"
 
@@ -72,7 +72,7 @@ rule validate_inputs:
     conda:
         "../envs/preprocess.yaml"
     log:
-        log("validate_inputs", "all"),
+        log_path("validate_inputs", "all"),
     script:
         "../workflow_scripts/validate_inputs.py"
 
@@ -102,9 +102,9 @@ rule coregister:
     conda:
         "../envs/preprocess.yaml"
     log:
-        log("coregister", "{scan}"),
+        log_path("coregister", "{scan}"),
     benchmark:
-        benchmark("coregister", "{scan}")
+        benchmark_path("coregister", "{scan}")
     script:
         "../workflow_scripts/coregister.py"
 
@@ -130,9 +130,9 @@ rule skullstrip:
     conda:
         "../envs/preprocess.yaml"
     log:
-        log("skullstrip", "{scan}"),
+        log_path("skullstrip", "{scan}"),
     benchmark:
-        benchmark("skullstrip", "{scan}")
+        benchmark_path("skullstrip", "{scan}")
     script:
         "../workflow_scripts/skullstrip.py"
 
@@ -163,13 +163,14 @@ rule preprocess:
     conda:
         "../envs/preprocess.yaml"
     log:
-        log("preprocess", "{scan}"),
+        log_path("preprocess", "{scan}"),
     script:
         "../workflow_scripts/preprocess.py"
 
 
 rule split:
-    """Set B = scans with expert tumour masks; set A split by patient into train and test A."""
+    """Write the split, computed when the DAG is built (SPLIT, rules/common.smk: set B = scans with expert tumour
+    masks; set A split by patient into train and test A), so that the study's tables and later runs read it."""
     output:
         S.path("split"),
     params:
@@ -177,6 +178,6 @@ rule split:
     conda:
         "../envs/preprocess.yaml"
     log:
-        log("split", "split"),
+        log_path("split", "split"),
     script:
         "../workflow_scripts/split.py"

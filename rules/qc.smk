@@ -27,7 +27,7 @@ rule qc_scan:
     conda:
         "../envs/preprocess.yaml"
     log:
-        log("qc_scan", "{scan}"),
+        log_path("qc_scan", "{scan}"),
     script:
         "../workflow_scripts/qc_scan.py"
 
@@ -45,7 +45,7 @@ rule qc_cohort:
     conda:
         "../envs/preprocess.yaml"
     log:
-        log("qc_cohort", "all"),
+        log_path("qc_cohort", "all"),
     script:
         "../workflow_scripts/qc_cohort.py"
 
@@ -70,6 +70,6 @@ if SCREENING is not None:
         conda:
             "../envs/preprocess.yaml"
         log:
-            log("skipped_scans", "all"),
+            log_path("skipped_scans", "all"),
         script:
             "../workflow_scripts/skipped_scans.py"

@@ -29,9 +29,9 @@ rule train_stage1:
     conda:
         "../envs/train.yaml"
     log:
-        log("train_stage{stage}", "{model}"),
+        log_path("train_stage{stage}", "{model}"),
     benchmark:
-        benchmark("train_stage{stage}", "{model}")
+        benchmark_path("train_stage{stage}", "{model}")
     script:
         "../workflow_scripts/train.py"
 
@@ -66,8 +66,8 @@ for _group, (_models, _scans) in APPLIED.items():
         conda:
             "../envs/train.yaml"
         log:
-            log("infer", "{model}"),
+            log_path("infer", "{model}"),
         benchmark:
-            benchmark("infer", "{model}")
+            benchmark_path("infer", "{model}")
         script:
             "../workflow_scripts/infer.py"

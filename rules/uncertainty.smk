@@ -27,9 +27,9 @@ for _group, (_models, _scans) in APPLIED.items():  # as rule infer (rules/train.
         conda:
             "../envs/train.yaml"
         log:
-            log("uncertainty", "{model}"),
+            log_path("uncertainty", "{model}"),
         benchmark:
-            benchmark("uncertainty", "{model}")
+            benchmark_path("uncertainty", "{model}")
         script:
             "../workflow_scripts/uncertainty.py"
 
@@ -52,6 +52,6 @@ rule uncertainty_metrics:
     conda:
         "../envs/evaluate.yaml"
     log:
-        log("uncertainty_metrics", "{model}"),
+        log_path("uncertainty_metrics", "{model}"),
     script:
         "../workflow_scripts/uncertainty_metrics.py"

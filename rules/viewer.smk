@@ -22,7 +22,7 @@ rule study_viewer:
     conda:
         "../envs/evaluate.yaml"
     log:
-        log("study_viewer", "{study}_{scan}"),
+        log_path("study_viewer", "{study}_{scan}"),
     script:
         "../workflow_scripts/viewer_report.py"
 
@@ -40,7 +40,7 @@ rule study_viewer_index:
     conda:
         "../envs/evaluate.yaml"
     log:
-        log("study_viewer_index", "{study}"),
+        log_path("study_viewer_index", "{study}"),
     script:
         "../workflow_scripts/viewer_index.py"
 
@@ -71,6 +71,6 @@ if PREDICT.get("samplesheet"):
         conda:
             "../envs/evaluate.yaml"
         log:
-            log("predict_viewer", "{pscan}"),
+            log_path("predict_viewer", "{pscan}"),
         script:
             "../workflow_scripts/viewer_predict.py"
