@@ -45,7 +45,7 @@ include: "rules/viewer.smk"
 
 
 # The front page: once the studies have run, the description followed by their headline numbers (rule overview).
-_overview = os.path.abspath(S.path("overview"))
+_overview = os.path.abspath(layout.path("overview"))
 
 
 report: _overview if os.path.exists(_overview) else "report/workflow.rst"
@@ -56,7 +56,7 @@ rule all:
     input:
         [study_file(study, "summary.html") for study in STUDIES],
         rules.qc_cohort.output.html,
-        expand(S.path("qc_panel"), scan=SAMPLES.scan),
+        expand(layout.path("qc_panel"), scan=SAMPLES.scan),
         rules.overview.output,
         rules.runtimes.output,
         rules.provenance.output,

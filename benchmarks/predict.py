@@ -45,14 +45,14 @@ def untrained_weights(path: Path, config: dict) -> Path:
     """hrfcn3d weights at initialisation with the run's preprocessing record, and a model card saying what they are."""
     import torch
 
-    from cesynth import study as S
+    from cesynth import plans
     from cesynth.io import sha256, write_json
     from cesynth.modelcard import INTENDED_USE
     from cesynth.weights import new_model, save_weights
 
     torch.manual_seed(0)
-    spec = S.model_spec(config, "hrfcn3d")
-    settings = S.model_settings(config, "hrfcn3d")
+    spec = plans.model_spec(config, "hrfcn3d")
+    settings = plans.model_settings(config, "hrfcn3d")
     save_weights(new_model(spec).eval(), spec, [], path, target=settings["target"], patch=settings["patch"],
                  preprocessing=settings["preprocessing"])
     cohort = {"sets": {"train": {"patients": 0, "scans": 0}}, "sample_sheet_sha256": "none (untrained: timing only)"}

@@ -24,8 +24,8 @@ def load_schema(path) -> dict:
 
 def problems(config: dict, schema: dict) -> list[str]:
     """Every problem of a configuration, one line each ("config: ..."), checked once before any job: the schema's,
-    those a schema cannot express (:func:`cesynth.study.check_config`) and the predict section's."""
-    from .study import check_config
+    those a schema cannot express (:func:`cesynth.plans.check_config`) and the predict section's."""
+    from .plans import check_config
 
     lines = schema_problems(config, schema)
     try:

@@ -189,7 +189,7 @@ def views_for(model, names) -> list[View]:
 @dataclass(frozen=True)
 class InferenceSettings:
     """How a volume is tiled and where it runs: the ``inference`` config section with the model's ``device`` and
-    ``amp`` (:func:`cesynth.study.inference_settings`). No field has a default (config.yaml holds them);
+    ``amp`` (:func:`cesynth.plans.inference_settings`). No field has a default (config.yaml holds them);
     :meth:`plain` is the plainest run, for tools and tests."""
     stride: int
     batch_size: int

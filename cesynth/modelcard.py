@@ -17,7 +17,7 @@ import pandas as pd
 from .io import atomic_output, read_json, sha256, write_json
 from .report import SUMMARY_COLUMNS
 from .stats import summarize
-from .study import IDENTITY
+from .plans import IDENTITY
 from .weights import read_payload
 
 INTENDED_USE = ("Research only: synthetic contrast-enhanced T1 brain MRI from non-contrast scans, to study "
@@ -64,7 +64,7 @@ def test_metrics(model: str, metrics_paths) -> dict:
 
 def build_card(*, model: str, weights, metrics_paths, training: dict, cohort: dict, evaluated: str | None = None,
                limitations=()) -> dict:
-    """The card of ``model``'s final ``weights``: ``training`` is its settings (cesynth.study.model_settings).
+    """The card of ``model``'s final ``weights``: ``training`` is its settings (cesynth.plans.model_settings).
 
     ``evaluated``: the model whose metrics describe this one, when it is not scored itself: under cross-validation
     the out-of-fold pool of its fold models (the model trained on every patient has no patient left to test on).

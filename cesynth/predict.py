@@ -22,7 +22,7 @@ from .inference import InferenceSettings, Synthesizer
 from . import dicom, modelcard, uncertainty
 from .io import Stack, save_nifti, sha256, write_json
 from .plots import prediction_panel
-from .study import record_differences
+from .plans import record_differences
 from .validate import InputError, check_files, check_sheet
 
 # The sequence a new patient's other inputs are registered to and skull-stripped on, and whose native grid the
@@ -84,7 +84,7 @@ def to_native(volume_xyz: np.ndarray, model_affine: np.ndarray, native_path) -> 
 
 def check_preprocessing(weights, payload: dict, preprocessing: dict) -> None:
     """Refuse weights trained on stacks preprocessed otherwise than this run's (``preprocessing``:
-    :func:`cesynth.study.preprocessing_record` of the config), naming every differing key."""
+    :func:`cesynth.plans.preprocessing_record` of the config), naming every differing key."""
     if payload.get("preprocessing") is None:
         raise ValueError(f"{weights}: the weights do not record the preprocessing they were trained with "
                          "(written by an older cesynth); retrain them")
@@ -97,7 +97,7 @@ def check_preprocessing(weights, payload: dict, preprocessing: dict) -> None:
 @dataclass(frozen=True)
 class Predictor:
     """The model of ``snakemake predict``, the same for every patient of a run: its name and spec under
-    ``models``, its weights, the preprocessing record of this run's config (:func:`cesynth.study.preprocessing_record`,
+    ``models``, its weights, the preprocessing record of this run's config (:func:`cesynth.plans.preprocessing_record`,
     checked against the weights') and how it runs."""
     name: str
     spec: dict

@@ -14,7 +14,7 @@ import yaml
 from . import plots
 from .io import atomic_output, write_html_page, write_table
 from .stats import endpoint_tests, paired_tests, summarize
-from .study import IDENTITY
+from .plans import IDENTITY
 
 BRASYN = ["brasyn_psnr_brain", "brasyn_ssim_brain", "brasyn_ssim_tumour", "brasyn_ssim_healthy"]
 ENHANCING = ["et_contrast", "et_dice"]

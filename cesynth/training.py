@@ -74,7 +74,7 @@ PROBE_EPOCH = 2**31  # the probe batch's "epoch": no real epoch draws the same p
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """A model's training settings, read once: its merged ``training`` section (:func:`cesynth.study.model_settings`).
+    """A model's training settings, read once: its merged ``training`` section (:func:`cesynth.plans.model_settings`).
 
     Every key of the section is required here: config.yaml sets it, or the schema fills in its one default (a test
     walks config.yaml, the schema and this class for a second default); ``trainer`` is optional by design.

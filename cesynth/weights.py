@@ -3,7 +3,7 @@
 Written by training at the end of a stage, read by the next stage (initial weights), by inference
 and by prediction. A payload holds ``state_dict``, ``model_spec`` (architecture, inputs, width, output),
 ``target``, ``patch`` (the training block, whose depth is the inference window), ``history`` and
-``preprocessing`` (what the training stacks went through, :func:`cesynth.study.preprocessing_record`;
+``preprocessing`` (what the training stacks went through, :func:`cesynth.plans.preprocessing_record`;
 prediction refuses weights whose record differs from its configuration).
 
 Weights and checkpoints are data, not code: they hold only tensors and plain values (dicts, lists,

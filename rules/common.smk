@@ -4,7 +4,7 @@
 
 import sys
 
-from cesynth import configcheck, crossval, dicom, modelcard, study as S
+from cesynth import configcheck, crossval, dicom, layout, modelcard, plans
 from cesynth.cohort import enhancing_labels, load_samples, load_split, tumour_mask_labels, validation_scans
 from cesynth.screening import screen_scans
 from cesynth.validate import InputError, check_sheet, scan_settings
@@ -13,7 +13,7 @@ def model_pattern(models):
     return "|".join(map(re.escape, models))
 
 
-S.use_results(config["results"])
+layout.use_results(config["results"])
 # What the command asks for, read from its command line: Snakemake knows the executor only once jobs run.
 REQUESTED, EXECUTOR = configcheck.command_line(sys.argv)
 
@@ -31,13 +31,13 @@ MOVING = [m for m in MODALITIES if m != REF]
 MASK_LABELS = tumour_mask_labels(config["input"])
 ET_LABELS = enhancing_labels(config["input"])
 
-SAMPLES = load_samples(config["input"], config["demo"], S.path("demo_dir"))
+SAMPLES = load_samples(config["input"], config["demo"], layout.path("demo_dir"))
 # Predictions from given weights need the training sheet's names, not its images (a shipped model's config).
 TRAINING_IMAGES = config["input"]["source"] != "demo" and not configcheck.predict_only(
-    REQUESTED, config, f"{S.RESULTS}/predict/")  # demo files are written by a rule
+    REQUESTED, config, f"{layout.RESULTS}/predict/")  # demo files are written by a rule
 SCREENING = None  # input.skip_invalid: what the skipped_scans rule (rules/qc.smk) writes
 if config["input"].get("skip_invalid") and TRAINING_IMAGES:
-    SAMPLES, SCREENING = screen_scans(SAMPLES, [*MODALITIES, REF], REF, MASK_LABELS, S.path("screening_cache"))
+    SAMPLES, SCREENING = screen_scans(SAMPLES, [*MODALITIES, REF], REF, MASK_LABELS, layout.path("screening_cache"))
     for _problem in SCREENING.problems:
         print(f"skip_invalid: leaving out {_problem}", file=sys.stderr)
 SAMPLES = SAMPLES.set_index("scan", drop=False)
@@ -47,7 +47,7 @@ if _sheet_problems:
 # Images given as DICOM series folders: {scan: {column: folder}}, read from here on as their converted NIfTI
 # (rules dicom_check, dicom_to_nifti).
 DICOM_SERIES = dicom.series_folders(SAMPLES, [*MODALITIES, REF])
-SAMPLES = dicom.with_converted_paths(SAMPLES, DICOM_SERIES, lambda s, c: S.path("dicom_nifti", scan=s, dmod=c))
+SAMPLES = dicom.with_converted_paths(SAMPLES, DICOM_SERIES, lambda s, c: layout.path("dicom_nifti", scan=s, dmod=c))
 # Cross-validation (crossval:): every scan is scored by the fold models that did not train on it and pooled as
 # <model>_oof; the plain models train on every scan (the models that ship). Otherwise the split of the paper.
 CROSSVAL = config.get("crossval")
@@ -80,7 +80,7 @@ COHORT = modelcard.cohort_record(SAMPLES, SPLIT.assign(set="train") if CROSSVAL 
 wildcard_constraints:
     scan="|".join(map(re.escape, SAMPLES.scan)),
     dmod="|".join(dict.fromkeys([*MODALITIES, REF])),
-    model=model_pattern([*config["models"], S.IDENTITY]),
+    model=model_pattern([*config["models"], plans.IDENTITY]),
     stage="1|2",
     study="|".join(STUDIES),
 
@@ -103,7 +103,7 @@ def evaluated_model(model):
 
 def viewer_models(study):
     """The syntheses a study's viewer shows: its models without identity (the T1, already a pane)."""
-    return [m for m in S.study_models(config, study) if m != S.IDENTITY]
+    return [m for m in plans.study_models(config, study) if m != plans.IDENTITY]
 
 
 def raw(scan, modality):
@@ -111,19 +111,19 @@ def raw(scan, modality):
 
 
 def log_path(rule, name):
-    return S.path("log", rule=rule, name=name)
+    return layout.path("log", rule=rule, name=name)
 
 
 def benchmark_path(rule, name):
-    return S.path("benchmark", rule=rule, name=name)
+    return layout.path("benchmark", rule=rule, name=name)
 
 
 def stacks(scans):
-    return [S.path("stack", scan=s) for s in scans]
+    return [layout.path("stack", scan=s) for s in scans]
 
 
 def study_file(study, name):
-    return S.path("study", study=study, name=name)
+    return layout.path("study", study=study, name=name)
 
 
 def study_report_item(study, name, caption, figure):
@@ -133,21 +133,21 @@ def study_report_item(study, name, caption, figure):
 
 
 def uncertainty_maps(model, scans=None):
-    return [S.path("uncertainty", model=model, scan=s, ref=REF) for s in (TEST if scans is None else scans)]
+    return [layout.path("uncertainty", model=model, scan=s, ref=REF) for s in (TEST if scans is None else scans)]
 
 
 def syntheses(model, scans):
-    return [S.path("synth", model=model, scan=s, ref=REF) for s in scans]
+    return [layout.path("synth", model=model, scan=s, ref=REF) for s in scans]
 
 
 def stage_owners(model):
     """(model, stage) of the two training histories behind ``model`` (stage 1 may be another model's)."""
-    return [(S.stage1_owner(config, model), 1), (model, 2)]
+    return [(plans.stage1_owner(config, model), 1), (model, 2)]
 
 
 def stage1_weights(w):
-    return S.path("weights", model=S.stage1_owner(config, w.model), stage=1)
+    return layout.path("weights", model=plans.stage1_owner(config, w.model), stage=1)
 
 
 def predict_out(kind, pscan="{pscan}"):
-    return S.path(f"predict_{kind}", pscan=pscan, model=config["predict"]["model"])
+    return layout.path(f"predict_{kind}", pscan=pscan, model=config["predict"]["model"])

@@ -27,8 +27,8 @@ if CROSSVAL:
         """Out-of-fold gain over identity against the number of training patients, with a log-linear trend and
         its projection to larger cohorts (extrapolation)."""
         input:
-            metrics=[S.path("metrics", model=m) for m in _CURVE_MODELS],
-            identity=S.path("metrics", model=S.IDENTITY),
+            metrics=[layout.path("metrics", model=m) for m in _CURVE_MODELS],
+            identity=layout.path("metrics", model=plans.IDENTITY),
         output:
             table=report(study_file("learning_curve", "learning_curve.tsv"), caption="../report/learning_curve.rst",
                          category="Learning curve", labels={"figure": "table"}),
@@ -53,5 +53,5 @@ if CROSSVAL:
     rule ship:
         """The models that ship: crossval.ship trained on every patient, with cards that give out-of-fold numbers."""
         input:
-            [S.path(k, model=m, stage=2) for m in CROSSVAL.get("ship") or CROSSVAL["models"]
+            [layout.path(k, model=m, stage=2) for m in CROSSVAL.get("ship") or CROSSVAL["models"]
              for k in ("weights", "model_card", "model_card_text")],

@@ -6,7 +6,7 @@ rule identity:
     input:
         stacks=stacks(TEST),
     output:
-        [S.path("synth", model=S.IDENTITY, scan=s, ref=REF) for s in TEST],
+        [layout.path("synth", model=plans.IDENTITY, scan=s, ref=REF) for s in TEST],
     conda:
         "../envs/evaluate.yaml"
     log:
@@ -24,7 +24,7 @@ rule metrics:
         synth=lambda w: syntheses(w.model, test_scans(w.model)),
         stacks=lambda w: stacks(test_scans(w.model)),
     output:
-        S.path("metrics"),
+        layout.path("metrics"),
     params:
         scans=lambda w: test_scans(w.model),
         sets=lambda w: [SPLIT.at[s, "set"] for s in test_scans(w.model)],
@@ -42,15 +42,15 @@ rule model_card:
     """What a trained model is, what it learned from, how it scored against identity and what it is for: JSON
     and a short text beside its final weights (predict copies its summary into every sidecar)."""
     input:
-        weights=S.path("weights", stage=2),
-        metrics=lambda w: [S.path("metrics", model=evaluated_model(w.model)), S.path("metrics", model=S.IDENTITY)],
+        weights=layout.path("weights", stage=2),
+        metrics=lambda w: [layout.path("metrics", model=m) for m in (evaluated_model(w.model), plans.IDENTITY)],
     output:
-        card=S.path("model_card"),
-        text=S.path("model_card_text"),
+        card=layout.path("model_card"),
+        text=layout.path("model_card_text"),
     params:
         evaluated=lambda w: evaluated_model(w.model) if evaluated_model(w.model) != w.model else None,
         limitations=config["model_card"]["limitations"],
-        training=lambda w: S.model_settings(config, w.model),
+        training=lambda w: plans.model_settings(config, w.model),
         cohort=COHORT,
     conda:
         "../envs/train.yaml"
@@ -61,26 +61,26 @@ rule model_card:
 
 
 for _study in STUDIES:
-    _models = S.study_models(config, _study)
+    _models = plans.study_models(config, _study)
     _trained = config["studies"][_study]
     # model -> its files, once: flattened as the rule's inputs, passed whole to the script
     _predictions = {m: syntheses(m, TEST) for m in _models}
     # a pooled cross-validation model: the training curves of its first fold model
-    _histories = {m: [S.path("history", model=h, stage=n) for h, n in stage_owners(CV.pooled.get(m, [m])[0])]
+    _histories = {m: [layout.path("history", model=h, stage=n) for h, n in stage_owners(CV.pooled.get(m, [m])[0])]
                   for m in _trained}
 
     rule:
         name:
             _study
         input:
-            metrics=[S.path("metrics", model=m) for m in _models],
+            metrics=[layout.path("metrics", model=m) for m in _models],
             synth=[p for paths in _predictions.values() for p in paths],
             histories=[p for paths in _histories.values() for p in paths],
             stacks=stacks(TEST),
             # beside every trained model's weights (pooled models have none: their fold models are not shipped)
-            cards=[S.path("model_card", model=m) for m in _trained if m not in CV.pooled],
+            cards=[layout.path("model_card", model=m) for m in _trained if m not in CV.pooled],
             uncertainty=[p for m in _trained for p in uncertainty_maps(m)],
-            uncertainty_metrics=[S.path(k, model=m) for m in _trained
+            uncertainty_metrics=[layout.path(k, model=m) for m in _trained
                                  for k in ("uncertainty_metrics", "uncertainty_calibration")],
         output:
             metrics=study_file(_study, "metrics.tsv"),
@@ -110,9 +110,9 @@ for _study in STUDIES:
             predictions=_predictions,
             histories=_histories,
             uncertainty={m: uncertainty_maps(m) for m in _trained},
-            uncertainty_tables={m: [S.path(k, model=m) for k in ("uncertainty_metrics", "uncertainty_calibration")]
+            uncertainty_tables={m: [layout.path(k, model=m) for k in ("uncertainty_metrics", "uncertainty_calibration")]
                                 for m in _trained},
-            labels=S.model_labels(config, _models),
+            labels=plans.model_labels(config, _models),
             scans=TEST,
             modalities=MODALITIES,
             reference=REF,
@@ -131,10 +131,10 @@ rule overview:
         metrics=[study_file(s, "metrics.tsv") for s in STUDIES],
         ttests=[study_file(s, "ttests.tsv") for s in STUDIES],
     output:
-        S.path("overview"),
+        layout.path("overview"),
     params:
         studies={s: (study_file(s, "metrics.tsv"), study_file(s, "ttests.tsv")) for s in STUDIES},
-        baseline=S.IDENTITY,
+        baseline=plans.IDENTITY,
     conda:
         "../envs/evaluate.yaml"
     log:
@@ -149,17 +149,17 @@ rule runtimes:
         benchmarks=[benchmark_path("coregister", s) for s in SAMPLES.scan]
         + [benchmark_path("skullstrip", s) for s in SAMPLES.scan]
         + [benchmark_path(f"train_stage{n}", m) for m in MODELS_IN_STUDIES for n in (1, 2)
-           if n == 2 or S.stage1_owner(config, m) == m]
+           if n == 2 or plans.stage1_owner(config, m) == m]
         + [benchmark_path(r, m) for m in MODELS_IN_STUDIES for r in ("infer", "uncertainty")],
     output:
-        table=S.path("study", study="resources", name="runtimes.tsv"),
+        table=layout.path("study", study="resources", name="runtimes.tsv"),
         figure=report(
-            S.path("study", study="resources", name="runtimes.png"),
+            layout.path("study", study="resources", name="runtimes.png"),
             caption="../report/runtimes.rst",
             category="Resources",
             labels={"figure": "wall time and memory per job"},
         ),
-        vector=S.path("study", study="resources", name="runtimes.svg"),
+        vector=layout.path("study", study="resources", name="runtimes.svg"),
     conda:
         "../envs/evaluate.yaml"
     log:
@@ -171,7 +171,7 @@ rule runtimes:
 rule provenance:
     """Configuration and software versions, for the report."""
     output:
-        report(S.path("study", study="provenance", name="provenance.html"), caption="../report/provenance.rst",
+        report(layout.path("study", study="provenance", name="provenance.html"), caption="../report/provenance.rst",
                category="Provenance", labels={"figure": "configuration and software versions"}),
     params:
         config=config,

@@ -7,7 +7,7 @@ PREDICT = config.get("predict") or {}
 
 if PREDICT.get("samplesheet"):
     PREDICT_MODEL = PREDICT["model"]  # a model, and given weights have their card: checked with the config
-    PREDICT_SPEC = S.model_spec(config, PREDICT_MODEL)
+    PREDICT_SPEC = plans.model_spec(config, PREDICT_MODEL)
     PREDICT_MOVING = [m for m in PREDICT_SPEC["inputs"] if m != P.GRID_SEQUENCE]
     # Every scan's images are opened here, once, in the process that builds the DAG: all problems at once, before
     # any job (per-scan predict_validate jobs would stop at the first broken scan).
@@ -15,9 +15,9 @@ if PREDICT.get("samplesheet"):
     # Inputs given as DICOM series folders ({scan: {column: folder}}) are read as their converted NIfTI.
     PREDICT_DICOM_INPUTS = dicom.series_folders(PREDICT_SAMPLES, PREDICT_SPEC["inputs"])
     PREDICT_SAMPLES = dicom.with_converted_paths(PREDICT_SAMPLES, PREDICT_DICOM_INPUTS,
-        lambda s, c: S.path("predict_dicom_nifti", pscan=s, dmod=c)).set_index("scan", drop=False)
+        lambda s, c: layout.path("predict_dicom_nifti", pscan=s, dmod=c)).set_index("scan", drop=False)
     # Explicit weights (e.g. copied from a training site, with their model card) or the ones this workflow trains.
-    PREDICT_WEIGHTS = PREDICT.get("weights") or S.path("weights", model=PREDICT_MODEL, stage=2)
+    PREDICT_WEIGHTS = PREDICT.get("weights") or layout.path("weights", model=PREDICT_MODEL, stage=2)
     # DICOM output: when the T1 came as DICOM (auto), for every scan (always) or never.
     PREDICT_DICOM_OUTPUTS = [s for s in PREDICT_SAMPLES.scan if P.wants_dicom(
         PREDICT["dicom_output"], P.GRID_SEQUENCE in PREDICT_DICOM_INPUTS.get(s, {}))]
@@ -40,7 +40,7 @@ if PREDICT.get("samplesheet"):
         input:
             lambda w: list(PREDICT_DICOM_INPUTS[w.pscan].values()),
         output:
-            S.path("predict_dicom_checked"),
+            layout.path("predict_dicom_checked"),
         params:
             patient=lambda w: PREDICT_SAMPLES.at[w.pscan, "patient"],
             folders=lambda w: PREDICT_DICOM_INPUTS[w.pscan],
@@ -52,10 +52,10 @@ if PREDICT.get("samplesheet"):
     use rule dicom_to_nifti as predict_dicom_to_nifti with:
         input:
             series=lambda w: PREDICT_DICOM_INPUTS[w.pscan][w.dmod],
-            checked=S.path("predict_dicom_checked"),
+            checked=layout.path("predict_dicom_checked"),
         output:
-            image=S.path("predict_dicom_nifti"),
-            sidecar=S.path("predict_dicom_sidecar"),
+            image=layout.path("predict_dicom_nifti"),
+            sidecar=layout.path("predict_dicom_sidecar"),
         params:
             patient=lambda w: PREDICT_SAMPLES.at[w.pscan, "patient"],
         group:
@@ -69,7 +69,7 @@ if PREDICT.get("samplesheet"):
         input:
             images=lambda w: [PREDICT_SAMPLES.at[w.pscan, m] for m in PREDICT_SPEC["inputs"]],
         output:
-            S.path("predict_validated"),
+            layout.path("predict_validated"),
         params:
             samples=lambda w: [PREDICT_SAMPLES.loc[w.pscan].to_dict()],
             modalities=PREDICT_SPEC["inputs"],
@@ -88,11 +88,11 @@ if PREDICT.get("samplesheet"):
             input:
                 moving=lambda w: [PREDICT_SAMPLES.at[w.pscan, m] for m in PREDICT_MOVING],
                 reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.GRID_SEQUENCE],
-                validated=S.path("predict_validated"),
+                validated=layout.path("predict_validated"),
             output:
-                images=expand(S.path("predict_coregistered"), pmod=PREDICT_MOVING, allow_missing=True),
-                transforms=expand(S.path("predict_transform"), pmod=PREDICT_MOVING, allow_missing=True),
-                qc=expand(S.path("predict_coreg_qc"), pmod=PREDICT_MOVING, allow_missing=True),
+                images=expand(layout.path("predict_coregistered"), pmod=PREDICT_MOVING, allow_missing=True),
+                transforms=expand(layout.path("predict_transform"), pmod=PREDICT_MOVING, allow_missing=True),
+                qc=expand(layout.path("predict_coreg_qc"), pmod=PREDICT_MOVING, allow_missing=True),
             params:
                 modalities=PREDICT_MOVING,
                 settings=lambda w: scan_settings(config, PREDICT_SAMPLES.loc[w.pscan], "registration"),
@@ -106,10 +106,10 @@ if PREDICT.get("samplesheet"):
     use rule skullstrip as predict_skullstrip with:
         input:
             reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.GRID_SEQUENCE],
-            validated=S.path("predict_validated"),
+            validated=layout.path("predict_validated"),
         output:
-            mask=S.path("predict_brain_mask"),
-            qc=S.path("predict_skullstrip_qc"),
+            mask=layout.path("predict_brain_mask"),
+            qc=layout.path("predict_skullstrip_qc"),
         params:
             settings=lambda w: scan_settings(config, PREDICT_SAMPLES.loc[w.pscan], "skullstrip"),
         group:
@@ -122,11 +122,11 @@ if PREDICT.get("samplesheet"):
     use rule preprocess as predict_preprocess with:
         input:
             reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.GRID_SEQUENCE],
-            coregistered=expand(S.path("predict_coregistered"), pmod=PREDICT_MOVING, allow_missing=True),
-            mask=S.path("predict_brain_mask"),
+            coregistered=expand(layout.path("predict_coregistered"), pmod=PREDICT_MOVING, allow_missing=True),
+            mask=layout.path("predict_brain_mask"),
         output:
-            stack=S.path("predict_stack"),
-            meta=S.path("predict_stack_json"),
+            stack=layout.path("predict_stack"),
+            meta=layout.path("predict_stack_json"),
         params:
             scan="{pscan}",
             modalities=PREDICT_SPEC["inputs"],
@@ -143,8 +143,8 @@ if PREDICT.get("samplesheet"):
         input:
             weights=PREDICT_WEIGHTS,
             card=modelcard.card_path(PREDICT_WEIGHTS),
-            stack=S.path("predict_stack"),
-            meta=S.path("predict_stack_json"),
+            stack=layout.path("predict_stack"),
+            meta=layout.path("predict_stack_json"),
             t1=lambda w: PREDICT_SAMPLES.at[w.pscan, P.GRID_SEQUENCE],
         output:
             synth=predict_out("synth"),
@@ -161,9 +161,9 @@ if PREDICT.get("samplesheet"):
                 **{k: config[k] for k in ("preprocess", "inference", "uncertainty")},
                 **{k: scan_settings(config, PREDICT_SAMPLES.loc[w.pscan], k) for k in ("registration", "skullstrip")},
             },
-            preprocessing=S.preprocessing_record(config),
-            inference=S.inference_settings(config, PREDICT_MODEL),
-        threads: S.model_settings(config, PREDICT_MODEL)["threads"]
+            preprocessing=plans.preprocessing_record(config),
+            inference=plans.inference_settings(config, PREDICT_MODEL),
+        threads: plans.model_settings(config, PREDICT_MODEL)["threads"]
         resources:
             mem_mb=8000,
             runtime=30,

@@ -6,7 +6,7 @@ if config["input"]["source"] == "demo":
     rule demo_cohort:
         """Write the built-in phantom cohort and its sample sheet."""
         output:
-            sheet=S.path("demo_sheet"),
+            sheet=layout.path("demo_sheet"),
             images=[SAMPLES.at[s, c] for s in SAMPLES.scan for c in [*MODALITIES, REF]],
             masks=[p for p in SAMPLES.tumour_mask if p],
         params:
@@ -26,7 +26,7 @@ rule dicom_check:
     input:
         lambda w: list(DICOM_SERIES[w.scan].values()),
     output:
-        S.path("dicom_checked"),
+        layout.path("dicom_checked"),
     params:
         patient=lambda w: SAMPLES.at[w.scan, "patient"],
         folders=lambda w: DICOM_SERIES[w.scan],
@@ -42,10 +42,10 @@ rule dicom_to_nifti:
     """One DICOM series to NIfTI with dcm2niix (through nipype), its BIDS JSON sidecar beside it."""
     input:
         series=lambda w: DICOM_SERIES[w.scan][w.dmod],
-        checked=S.path("dicom_checked"),
+        checked=layout.path("dicom_checked"),
     output:
-        image=S.path("dicom_nifti"),
-        sidecar=S.path("dicom_sidecar"),
+        image=layout.path("dicom_nifti"),
+        sidecar=layout.path("dicom_sidecar"),
     params:
         patient=lambda w: SAMPLES.at[w.scan, "patient"],
     conda:
@@ -61,9 +61,10 @@ rule validate_inputs:
     input:
         images=[SAMPLES.at[s, c] for s in SAMPLES.scan for c in [*MODALITIES, REF]],
         masks=[p for p in SAMPLES.tumour_mask if p],
-        skipped=[S.path("skipped_scans")] if SCREENING is not None else [],  # the first job writes what was left out
+        # the first job writes what was left out
+        skipped=[layout.path("skipped_scans")] if SCREENING is not None else [],
     output:
-        S.path("validated"),
+        layout.path("validated"),
     params:
         samples=SAMPLES.to_dict("records"),
         modalities=[REF, *MOVING],
@@ -84,11 +85,11 @@ rule coregister:
     input:
         moving=lambda w: [raw(w.scan, m) for m in MOVING],
         reference=lambda w: raw(w.scan, REF),
-        validated=S.path("validated"),
+        validated=layout.path("validated"),
     output:
-        images=expand(S.path("coregistered"), mod=MOVING, allow_missing=True),
-        transforms=expand(S.path("transform"), mod=MOVING, allow_missing=True),
-        qc=expand(S.path("coreg_qc"), mod=MOVING, allow_missing=True),
+        images=expand(layout.path("coregistered"), mod=MOVING, allow_missing=True),
+        transforms=expand(layout.path("transform"), mod=MOVING, allow_missing=True),
+        qc=expand(layout.path("coreg_qc"), mod=MOVING, allow_missing=True),
     params:
         modalities=MOVING,
         settings=lambda w: scan_settings(config, SAMPLES.loc[w.scan], "registration"),
@@ -114,10 +115,10 @@ rule skullstrip:
     nonzero voxels of an already skull-stripped reference)."""
     input:
         reference=lambda w: raw(w.scan, REF),
-        validated=S.path("validated"),
+        validated=layout.path("validated"),
     output:
-        mask=S.path("brain_mask"),
-        qc=S.path("skullstrip_qc"),
+        mask=layout.path("brain_mask"),
+        qc=layout.path("skullstrip_qc"),
     params:
         settings=lambda w: scan_settings(config, SAMPLES.loc[w.scan], "skullstrip"),
     threads: 1
@@ -141,12 +142,12 @@ rule preprocess:
     """Mask, resize to the model grid, equalize to [0,1], enhancement mask M = CE-T1 - T1 > delta."""
     input:
         reference=lambda w: raw(w.scan, REF),
-        coregistered=expand(S.path("coregistered"), mod=MOVING, allow_missing=True),
-        mask=S.path("brain_mask"),
+        coregistered=expand(layout.path("coregistered"), mod=MOVING, allow_missing=True),
+        mask=layout.path("brain_mask"),
         tumour_mask=lambda w: raw(w.scan, "tumour_mask") or [],
     output:
-        stack=S.path("stack"),
-        meta=S.path("stack_json"),
+        stack=layout.path("stack"),
+        meta=layout.path("stack_json"),
     params:
         scan="{scan}",
         modalities=MODALITIES,
@@ -172,7 +173,7 @@ rule split:
     """Write the split, computed when the DAG is built (SPLIT, rules/common.smk: set B = scans with expert tumour
     masks; set A split by patient into train and test A), so that the study's tables and later runs read it."""
     output:
-        S.path("split"),
+        layout.path("split"),
     params:
         split=SPLIT.to_dict("records"),
     conda:

@@ -5,19 +5,19 @@ rule qc_scan:
     """Panel of the brain mask and every registered input over the reference, and its QC numbers."""
     input:
         reference=lambda w: raw(w.scan, REF),
-        mask=S.path("brain_mask"),
-        mask_qc=S.path("skullstrip_qc"),
-        registered=expand(S.path("coregistered"), mod=MOVING, allow_missing=True),
-        coreg_qc=expand(S.path("coreg_qc"), mod=MOVING, allow_missing=True),
+        mask=layout.path("brain_mask"),
+        mask_qc=layout.path("skullstrip_qc"),
+        registered=expand(layout.path("coregistered"), mod=MOVING, allow_missing=True),
+        coreg_qc=expand(layout.path("coreg_qc"), mod=MOVING, allow_missing=True),
     output:
         panel=report(
-            S.path("qc_panel"),
+            layout.path("qc_panel"),
             caption="../report/qc_panel.rst",
             category="QC",
             subcategory="per-scan panels",
             labels={"scan": "{scan}"},
         ),
-        row=S.path("qc_row"),
+        row=layout.path("qc_row"),
     params:
         moving=MOVING,
     resources:
@@ -35,10 +35,10 @@ rule qc_scan:
 rule qc_cohort:
     """Cohort QC table; flags brain volumes > qc.volume_tolerance off the median and registrations that lowered MI."""
     input:
-        rows=expand(S.path("qc_row"), scan=SAMPLES.scan),
+        rows=expand(layout.path("qc_row"), scan=SAMPLES.scan),
     output:
-        tsv=S.path("qc_table"),
-        html=report(S.path("qc_html"), caption="../report/qc.rst", category="QC", subcategory="cohort table",
+        tsv=layout.path("qc_table"),
+        html=report(layout.path("qc_html"), caption="../report/qc.rst", category="QC", subcategory="cohort table",
                     labels={"figure": "cohort QC table"}),
     params:
         volume_tolerance=config["qc"]["volume_tolerance"],
@@ -62,8 +62,8 @@ if SCREENING is not None:
     rule skipped_scans:
         """The scans input.skip_invalid left out (one line per problem) and the checks the next parse reuses."""
         output:
-            report=S.path("skipped_scans"),
-            cache=S.path("screening_cache"),
+            report=layout.path("skipped_scans"),
+            cache=layout.path("screening_cache"),
         params:
             problems=[vars(p) for p in SCREENING.problems],
             checks=SCREENING.checks,

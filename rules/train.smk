@@ -7,24 +7,24 @@ rule train_stage1:
     """Stage 1: lambda = (1, 1, 1), lr 1e-4, 40 epochs in the paper; stage 2: fine-tune with
     lambda = (0.1, 0.1, 10), lr 1e-5, 10 epochs."""
     input:
-        split=S.path("split"),
+        split=layout.path("split"),
         train=lambda w: stacks(training_scans(w.model)),
         val=stacks(VALIDATION),
         init=lambda w: stage1_weights(w) if w.stage == "2" else [],  # stage 2 fine-tunes stage 1
     output:
-        weights=S.path("weights"),
-        history=S.path("history"),
+        weights=layout.path("weights"),
+        history=layout.path("history"),
     params:
-        spec=lambda w: S.model_spec(config, w.model),
-        settings=lambda w: S.model_settings(config, w.model),
+        spec=lambda w: plans.model_spec(config, w.model),
+        settings=lambda w: plans.model_settings(config, w.model),
         stage="stage{stage}",
-        checkpoints=S.path("checkpoints"),
+        checkpoints=layout.path("checkpoints"),
     wildcard_constraints:
         stage="1",
-    threads: lambda w: S.model_settings(config, w.model)["threads"]
+    threads: lambda w: plans.model_settings(config, w.model)["threads"]
     resources:
         mem_mb=16000,
-        runtime=lambda w: S.training_minutes(S.model_settings(config, w.model), f"stage{w.stage}"),
+        runtime=lambda w: plans.training_minutes(plans.model_settings(config, w.model), f"stage{w.stage}"),
         gpu=1,
     conda:
         "../envs/train.yaml"
@@ -50,15 +50,15 @@ for _group, (_models, _scans) in APPLIED.items():
         name:
             f"infer{_group}"
         input:
-            weights=S.path("weights", stage=2),
+            weights=layout.path("weights", stage=2),
             stacks=stacks(_scans),
         output:
             syntheses("{model}", _scans),
         params:
-            inference=lambda w: S.inference_settings(config, w.model),
+            inference=lambda w: plans.inference_settings(config, w.model),
         wildcard_constraints:
             model=model_pattern(_models),
-        threads: lambda w: S.model_settings(config, w.model)["threads"]
+        threads: lambda w: plans.model_settings(config, w.model)["threads"]
         resources:
             mem_mb=8000,
             runtime=60,

@@ -9,17 +9,17 @@ for _group, (_models, _scans) in APPLIED.items():  # as rule infer (rules/train.
         name:
             f"uncertainty{_group}"
         input:
-            weights=S.path("weights", stage=2),
+            weights=layout.path("weights", stage=2),
             stacks=stacks(_scans),
             synth=syntheses("{model}", _scans),
         output:
             uncertainty_maps("{model}", _scans),
         params:
-            inference=lambda w: S.inference_settings(config, w.model),  # the syntheses' own
+            inference=lambda w: plans.inference_settings(config, w.model),  # the syntheses' own
             uncertainty=config["uncertainty"],
         wildcard_constraints:
             model=model_pattern(_models),
-        threads: lambda w: S.model_settings(config, w.model)["threads"]
+        threads: lambda w: plans.model_settings(config, w.model)["threads"]
         resources:
             mem_mb=8000,
             runtime=60,
@@ -41,8 +41,8 @@ rule uncertainty_metrics:
         maps=lambda w: uncertainty_maps(w.model, test_scans(w.model)),
         stacks=lambda w: stacks(test_scans(w.model)),
     output:
-        metrics=S.path("uncertainty_metrics"),
-        calibration=S.path("uncertainty_calibration"),
+        metrics=layout.path("uncertainty_metrics"),
+        calibration=layout.path("uncertainty_calibration"),
     params:
         scans=lambda w: test_scans(w.model),
         sets=lambda w: [SPLIT.at[s, "set"] for s in test_scans(w.model)],

@@ -6,13 +6,13 @@ rule study_viewer:
     """Inputs, acquired and synthetic CE-T1 of every model, |error| and uncertainty of the best, linked views,
     tumour outlines and the patient's metrics: one standalone page per test patient."""
     input:
-        stack=S.path("stack"),
-        synth=lambda w: [S.path("synth", model=m, scan=w.scan, ref=REF) for m in viewer_models(w.study)],
-        uncertainty=lambda w: [S.path("uncertainty", model=m, scan=w.scan, ref=REF)
+        stack=layout.path("stack"),
+        synth=lambda w: [layout.path("synth", model=m, scan=w.scan, ref=REF) for m in viewer_models(w.study)],
+        uncertainty=lambda w: [layout.path("uncertainty", model=m, scan=w.scan, ref=REF)
                                for m in config["studies"][w.study]],
-        metrics=lambda w: [S.path("metrics", model=m) for m in S.study_models(config, w.study)],
+        metrics=lambda w: [layout.path("metrics", model=m) for m in plans.study_models(config, w.study)],
     output:
-        report(S.path("study_viewer"), caption="../report/viewer.rst", category="{study}",
+        report(layout.path("study_viewer"), caption="../report/viewer.rst", category="{study}",
                subcategory="slice viewers", labels={"patient": "{scan}"}),
     params:
         models=lambda w: viewer_models(w.study),
@@ -30,8 +30,8 @@ rule study_viewer:
 rule study_viewer_index:
     """The study's test patients, each linked to its viewer page."""
     input:
-        pages=expand(S.path("study_viewer"), scan=TEST, allow_missing=True),
-        metrics=lambda w: [S.path("metrics", model=m) for m in S.study_models(config, w.study)],
+        pages=expand(layout.path("study_viewer"), scan=TEST, allow_missing=True),
+        metrics=lambda w: [layout.path("metrics", model=m) for m in plans.study_models(config, w.study)],
     output:
         report(study_file("{study}", "viewers.html"), caption="../report/viewer.rst", category="{study}",
                subcategory="slice viewers", labels={"patient": "all (index)"}),
@@ -57,8 +57,8 @@ if PREDICT.get("samplesheet"):
         """The inputs, the synthesis (marked SYNTHETIC) and the uncertainty over it from a threshold, in model
         space: one standalone page beside the prediction."""
         input:
-            stack=S.path("predict_stack"),
-            meta=S.path("predict_stack_json"),
+            stack=layout.path("predict_stack"),
+            meta=layout.path("predict_stack_json"),
             synth=predict_out("synth_model"),
             **({"uncertainty": predict_out("uncertainty_model")} if PREDICT_MAP else {}),
         output:

@@ -87,12 +87,12 @@ def stage1_minutes(configs) -> int:
     """The time limit train_stage1 asks for under ``configs`` (merged over config.yaml), from the study's formula."""
     from snakemake.utils import update_config
 
-    from cesynth import study
+    from cesynth import plans
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     for path in configs:
         update_config(config, yaml.safe_load(Path(path).read_text()))
-    return study.training_minutes(study.model_settings(config, MODEL), "stage1")
+    return plans.training_minutes(plans.model_settings(config, MODEL), "stage1")
 
 
 def sbatch_calls(log: str) -> dict[str, str]:
