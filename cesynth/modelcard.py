@@ -62,9 +62,11 @@ def test_metrics(model: str, metrics_paths) -> dict:
     return result
 
 
-def build_card(*, model: str, weights, metrics_paths, training: dict, cohort: dict, evaluated: str | None = None,
-               limitations=()) -> dict:
-    """The card of ``model``'s final ``weights``: ``training`` is its settings (cesynth.plans.model_settings).
+def build_card(*, model: str, weights, metrics_paths, training: dict, inference: dict, cohort: dict,
+               evaluated: str | None = None, limitations=()) -> dict:
+    """The card of ``model``'s final ``weights``: ``training`` is its settings (cesynth.plans.model_settings),
+    ``inference`` how its test syntheses were made (cesynth.plans.inference_settings; predict with the same config
+    makes them so too).
 
     ``evaluated``: the model whose metrics describe this one, when it is not scored itself: under cross-validation
     the out-of-fold pool of its fold models (the model trained on every patient has no patient left to test on).
@@ -86,6 +88,7 @@ def build_card(*, model: str, weights, metrics_paths, training: dict, cohort: di
         "training": {"cohort": cohort, "patch": payload["patch"],
                      "schedule": {k: training[k] for k in ("stage1", "stage2", "steps_per_epoch", "batch_size")},
                      "final_epoch": history[-1] if history else None},
+        "inference": {k: inference[k] for k in ("tiling", "stride", "views")},
         "test_metrics": metrics,
         "evaluation": (f"out of fold: each patient scored by {evaluated}'s fold models, which did not train on it; "
                        "this model trained on every patient") if evaluated else "held-out test sets of the split",
@@ -128,13 +131,20 @@ def card_text(card: dict) -> str:
              f"scans (source {cohort['source']}, sample-sheet sha256 {cohort['sample_sheet_sha256']})",
              f"- Weights: {card['weights']['file']}, sha256 {card['weights']['sha256']}",
              *[f"- Cannot: {limitation}" for limitation in card.get("limitations", [])],
-             f"- Evaluation: {card.get('evaluation', 'held-out test sets of the split')}", "",
+             f"- Evaluation: {card.get('evaluation', 'held-out test sets of the split')}",
+             *([f"- Inference: {_inference_text(card['inference'])}"] if card.get("inference") else []), "",
              "| test set | scans | metric | this model | identity (the T1 itself) |", "|---|---:|---|---|---|"]
     for set_name, values in card["test_metrics"].items():
         for metric in values[card["model"]]:
             lines.append(f"| {set_name} | {values['scans']} | {metric} | {values[card['model']][metric]['table']} | "
                          f"{values[IDENTITY][metric]['table']} |")
     return "\n".join(lines) + "\n"
+
+
+def _inference_text(inference: dict) -> str:
+    views = ", ".join(inference["views"]) or "none"
+    return (f"{inference['tiling']} tiling, slice stride {inference['stride']}, test-time views averaged: {views} "
+            "(predict with the same config does the same)")
 
 
 def read_card(weights) -> dict:

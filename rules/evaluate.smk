@@ -51,6 +51,7 @@ rule model_card:
         evaluated=lambda w: evaluated_model(w.model) if evaluated_model(w.model) != w.model else None,
         limitations=config["model_card"]["limitations"],
         training=lambda w: plans.model_settings(config, w.model),
+        inference=lambda w: plans.inference_settings(config, w.model),
         cohort=COHORT,
     conda:
         "../envs/train.yaml"

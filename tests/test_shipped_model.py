@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 from scipy import ndimage
 
 from conftest import REPO, SHARED
@@ -27,6 +28,9 @@ def test_shipped_weights_load_safely_and_match_their_card():
     assert card["training"]["cohort"]["patients"] >= 22
     assert "out of fold" in card["evaluation"]
     assert any("ADC" in line for line in card["limitations"])
+    # its out-of-fold numbers were made as predict with its config makes a synthesis
+    inference = yaml.safe_load((REPO / "config" / "real.yaml").read_text())["inference"]
+    assert {k: card["inference"][k] for k in ("stride", "views")} == {k: inference[k] for k in ("stride", "views")}
 
 
 def test_predict_applies_the_shipped_model_without_training(tmp_path):
