@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 PAPER_SHAPE_ZYX = (192, 256, 192)
 PATCH = (3, 256, 192)
@@ -52,3 +54,31 @@ def set_threads():
     import torch
 
     torch.set_num_threads(int(os.environ.get("CESYNTH_BENCH_THREADS", "2")))
+
+
+def make_scans(root: Path, n: int, shape=PAPER_SHAPE_ZYX, nifti=True):
+    """n paper-size scans as preprocessed stacks (.npy + .json) and, if asked, as .nii.gz per modality."""
+    from cesynth.io import save_nifti, save_stack
+
+    root.mkdir(parents=True, exist_ok=True)
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape], indexing="ij", sparse=True)
+    brain = (x**2 + y**2 + z**2) < 0.7
+    stacks, niftis = [], []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        t1 = (0.5 + 0.2 * np.sin(6 * x + i) * np.cos(5 * y) + 0.03 * rng.standard_normal(shape, np.float32)) * brain
+        channels = {"t1": t1, "t2": (0.6 - 0.3 * np.cos(4 * y - i) * z) * brain, "adc": (0.4 + 0.2 * x * y) * brain}
+        channels["ce_t1"] = np.clip(t1 + 0.3 * ((x - 0.2) ** 2 + y**2 + z**2 < 0.05), 0, 1) * brain
+        channels["brain_mask"] = brain * np.ones(shape, np.float32)
+        channels["enhancement_mask"] = (channels["ce_t1"] - t1 > 0.1).astype(np.float32)
+        npy = root / f"S{i:03d}_desc-preproc.npy"
+        save_stack(np.stack([np.broadcast_to(c, shape) for c in channels.values()]), list(channels), np.eye(4),
+                   npy, npy.with_suffix(".json"))
+        stacks.append(npy)
+        if nifti:
+            files = {}
+            for name in [*INPUTS, "ce_t1", "enhancement_mask"]:
+                files[name] = root / f"S{i:03d}_{name}.nii.gz"
+                save_nifti(np.transpose(np.broadcast_to(channels[name], shape), (2, 1, 0)), np.eye(4), files[name])
+            niftis.append(files)
+    return stacks, niftis

@@ -45,8 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import BATCH, INPUTS, PAPER_SHAPE_ZYX, PATCH, REPO, row, run_child, set_threads, \
-    snakemake_executable
+from benchmarks.common import BATCH, INPUTS, PAPER_SHAPE_ZYX, PATCH, REPO, make_scans, row, run_child, \
+    set_threads, snakemake_executable
 
 # Assumed sustained throughput of one GPU on these 3-D convolutions in bf16: about 40% of an H100
 # SXM's 989 dense bf16 TFLOP/s. A training step costs ~3x the forward FLOPs (forward + backward).
@@ -168,34 +168,6 @@ def render_markdown(rows, machine, args) -> str:
 
 
 # ----------------------------------------------------------------------------- data for the benchmarks
-
-def make_scans(root: Path, n: int, shape=PAPER_SHAPE_ZYX, nifti=True):
-    """n paper-size scans as preprocessed stacks (.npy + .json) and, if asked, as .nii.gz per modality."""
-    from cesynth.io import save_nifti, save_stack
-
-    root.mkdir(parents=True, exist_ok=True)
-    z, y, x = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape], indexing="ij", sparse=True)
-    brain = (x**2 + y**2 + z**2) < 0.7
-    stacks, niftis = [], []
-    for i in range(n):
-        rng = np.random.default_rng(i)
-        t1 = (0.5 + 0.2 * np.sin(6 * x + i) * np.cos(5 * y) + 0.03 * rng.standard_normal(shape, np.float32)) * brain
-        channels = {"t1": t1, "t2": (0.6 - 0.3 * np.cos(4 * y - i) * z) * brain, "adc": (0.4 + 0.2 * x * y) * brain}
-        channels["ce_t1"] = np.clip(t1 + 0.3 * ((x - 0.2) ** 2 + y**2 + z**2 < 0.05), 0, 1) * brain
-        channels["brain_mask"] = brain * np.ones(shape, np.float32)
-        channels["enhancement_mask"] = (channels["ce_t1"] - t1 > 0.1).astype(np.float32)
-        npy = root / f"S{i:03d}_desc-preproc.npy"
-        save_stack(np.stack([np.broadcast_to(c, shape) for c in channels.values()]), list(channels), np.eye(4),
-                   npy, npy.with_suffix(".json"))
-        stacks.append(npy)
-        if nifti:
-            files = {}
-            for name in [*INPUTS, "ce_t1", "enhancement_mask"]:
-                files[name] = root / f"S{i:03d}_{name}.nii.gz"
-                save_nifti(np.transpose(np.broadcast_to(channels[name], shape), (2, 1, 0)), np.eye(4), files[name])
-            niftis.append(files)
-    return stacks, niftis
-
 
 # ----------------------------------------------------------------------------- a. input pipeline
 
@@ -594,6 +566,12 @@ def bench_demo(tmp: Path, quick: bool):
     return demo.rows()
 
 
+def bench_viewer(tmp: Path, quick: bool):
+    from benchmarks import viewer
+
+    return viewer.bench(tmp, quick)
+
+
 def bench_uncertainty(tmp: Path, quick: bool):
     from benchmarks import uncertainty
 
@@ -610,6 +588,6 @@ BASELINE_REGISTRATION = "ants.registration Rigid"
 SECTIONS = {"input": bench_input, "inference": bench_inference, "dag": bench_dag, "training": bench_training,
             "cpu_bf16": bench_cpu_bf16,
             "preprocessing": bench_preprocessing, "predict": bench_predict, "uncertainty": bench_uncertainty,
-            "none": bench_none, "demo": bench_demo}
+            "viewer": bench_viewer, "none": bench_none, "demo": bench_demo}
 CHILDREN = {"child_infer": child_infer, "child_train": child_train,
             "child_bf16_conv3d_backward": child_bf16_conv3d_backward, "child_tta_windows": child_tta_windows}
