@@ -14,6 +14,10 @@ the number of slices.
 slices of context on either side (half the model's receptive field along the slice axis), which
 gives exactly the whole-volume prediction (up to float rounding) with bounded memory;
 ``slab: 0`` predicts the whole volume in one pass.
+
+:class:`Synthesizer` applies a trained model with one :class:`InferenceSettings` (rules infer, uncertainty and
+predict alike); ``inference.views`` averages the predictions of test-time views of the inputs (mirrored, moved) into
+the synthesis.
 """
 
 from __future__ import annotations
