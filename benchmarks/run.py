@@ -394,12 +394,8 @@ def child_train(stacks, architecture, width, steps, device, patch=PATCH, **optio
     set_threads()
     stamps = []
     stage = {"lambdas": [1, 1, 1], "lr": 1e-4, "epochs": 1}
-    training = TrainingSettings(**{
-        "seed": 0, "device": device, "threads": 1, "width": width, "output": "direct", "num_workers": 0,
-        "cudnn_benchmark": True, "channels_last": False, "compile": False, "tensorboard": False, "amp": True,
-        "cpu_bf16": False, "batch_size": BATCH, "patch": patch, "enhancing_patches": 0.0, "steps_per_epoch": steps + 1,
-        "ssim": "ssim", "local_norm": "mask", "pixel_loss": "mae", "local_mask": "enhancement", "histogram_loss": 0.0,
-        "augment": {"flip": False, "gamma": 0.0}, "stage1": stage, "stage2": stage, "target": "ce_t1", **options})
+    training = TrainingSettings.plain(device=device, width=width, batch_size=BATCH, patch=patch,
+                                      steps_per_epoch=steps + 1, stage1=stage, stage2=stage, **options)
     out = Path(tempfile.mkdtemp(prefix="train-"))
     stamps.append(time.perf_counter())
     job = StageJob(train_stacks=stacks, val_stacks=[], model_spec={"architecture": architecture, "inputs": INPUTS,

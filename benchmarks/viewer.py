@@ -51,8 +51,8 @@ def bench(tmp, quick: bool) -> list:
             continue
         path, size, written = page_of(tmp / f"viewer_{shape[0]}", shape)
         rows.append(row("viewer", f"report viewer page, {name}, 2 models", size / 2**20, "MB", note=(
-            f"8 panes (3 inputs, the real CE-T1, 2 syntheses, absolute error, uncertainty), 8-bit volumes, NiiVue inlined; "
-            f"written in {written:.1f} s")))
+            "8 panes (3 inputs, the real CE-T1, 2 syntheses, absolute error, uncertainty), 8-bit volumes, NiiVue "
+            f"inlined; written in {written:.1f} s")))
         if CHROMIUM is None:
             rows.append(row("viewer", f"open in Chromium, {name}", float("nan"), "s", note="no chromium installed"))
             continue

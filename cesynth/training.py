@@ -110,6 +110,18 @@ class TrainingSettings:
     def __post_init__(self):
         object.__setattr__(self, "patch", tuple(self.patch))  # hashable, also when read from YAML or JSON
 
+    @classmethod
+    def plain(cls, **changes) -> "TrainingSettings":
+        """The plainest run, for tools and tests: float32 in the default memory layout, uniform patches, the paper's
+        loss terms, on the CPU; ``changes`` override."""
+        stage = {"lambdas": [1.0, 1.0, 1.0], "lr": 1e-3, "epochs": 1}
+        return cls(**{"seed": 0, "device": "cpu", "threads": 1, "width": 0.0625, "output": "direct", "num_workers": 0,
+                      "cudnn_benchmark": True, "channels_last": False, "compile": False, "tensorboard": False,
+                      "amp": True, "cpu_bf16": False, "batch_size": 2, "patch": (3, 32, 32), "enhancing_patches": 0.0,
+                      "steps_per_epoch": 100, "ssim": "ssim", "local_norm": "mask", "pixel_loss": "mae",
+                      "local_mask": "enhancement", "histogram_loss": 0.0, "augment": {"flip": False, "gamma": 0.0},
+                      "stage1": stage, "stage2": stage, "target": "ce_t1", **changes})
+
 
 @dataclass(frozen=True)
 class StageJob:
@@ -197,7 +209,8 @@ class StageTrainer:
         self.epoch, self.step, self.history = 0, 0, []
         self.sums, self.n_steps, self.started = {}, 0, 0.0  # of the current epoch (on_epoch_start)
         self.signal, self.previous_handlers, self.writer = None, {}, None
-        self.fingerprint = checkpoints.fingerprint(job.model_spec, job.stage, job.training, job.train_stacks, job.init_weights)
+        self.fingerprint = checkpoints.fingerprint(job.model_spec, job.stage, job.training, job.train_stacks,
+                                                   job.init_weights)
         self.model, self.input_format = self.build_model()
         cpu_bf16 = cpu_bf16_training(self.training.cpu_bf16, self.module.slicewise, self.training.patch, self.job.name,
                                      job.model_spec["architecture"])

@@ -16,8 +16,8 @@ def evaluate_loss(model, sampler, loss_fn, batch_size, device, autocast=nullcont
 
     Each scan is covered by non-overlapping windows of the training depth (the reference code's
     tiling), predicted on whole slices and clipped to the model-space range like a synthesis
-    (:mod:`cesynth.intensity`); ``val_psnr`` is the mean over scans of 10 log10(MAX_I^2 / MSE) over the scan's brain voxels with MAX_I = the target's maximum
-    there (metrics.py, "paper" protocol). The test metric averages overlapping windows instead
+    (:mod:`cesynth.intensity`); ``val_psnr`` is the mean over scans of 10 log10(MAX_I^2 / MSE) over the scan's
+    brain voxels with MAX_I = the target's maximum there (metrics.py, "paper" protocol). The test metric averages overlapping windows instead
     (``inference.stride``), so it can differ slightly.
     """
     model.eval()

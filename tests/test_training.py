@@ -5,6 +5,8 @@ import signal
 import subprocess
 import sys
 
+from dataclasses import asdict
+
 import pandas as pd
 import pytest
 import torch
@@ -20,14 +22,10 @@ SPEC = {"architecture": "unet3d", "inputs": ["t1", "t2", "adc"], "width": 0.0625
 
 
 def settings(epochs=2, steps=4, lr=3e-3, **extra) -> dict:
-    """The fields of a TrainingSettings for these small runs: float32, the default memory layout, uniform patches."""
+    """The fields of a TrainingSettings for these small runs (TrainingSettings.plain: float32, the default memory
+    layout, uniform patches), as a dict the tests change."""
     stage = {"lambdas": [1.0, 1.0, 1.0], "lr": lr, "epochs": epochs}
-    return {"seed": 7, "device": "cpu", "threads": 1, "width": 0.0625, "output": "direct", "num_workers": 0,
-            "cudnn_benchmark": True, "channels_last": False, "compile": False, "tensorboard": False, "amp": True,
-            "cpu_bf16": False, "batch_size": 2, "patch": [3, 32, 32], "enhancing_patches": 0.0,
-            "steps_per_epoch": steps, "ssim": "ssim", "local_norm": "mask", "pixel_loss": "mae", "target": "ce_t1",
-            "local_mask": "enhancement", "histogram_loss": 0.0, "augment": {"flip": False, "gamma": 0.0},
-            "stage1": stage, "stage2": stage, **extra}
+    return {**asdict(TrainingSettings.plain(seed=7, steps_per_epoch=steps, stage1=stage, stage2=stage)), **extra}
 
 
 def job(stacks, out, s, **kw):
