@@ -8,7 +8,7 @@ import sys
 
 from snakemake.utils import min_version, update_config, validate
 
-from cesynth import configcheck, slurmfit
+from cesynth.pipeline import configcheck, slurmfit
 
 min_version("9.0")
 

@@ -45,10 +45,10 @@ def untrained_weights(path: Path, config: dict) -> Path:
     """hrfcn3d weights at initialisation with the run's preprocessing record, and a model card saying what they are."""
     import torch
 
-    from cesynth import plans
+    from cesynth.evaluate.modelcard import INTENDED_USE
     from cesynth.io import sha256, write_json
-    from cesynth.modelcard import INTENDED_USE
-    from cesynth.weights import new_model, save_weights
+    from cesynth.nets.weights import new_model, save_weights
+    from cesynth.pipeline import plans
 
     torch.manual_seed(0)
     spec = plans.model_spec(config, "hrfcn3d")

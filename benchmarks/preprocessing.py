@@ -3,7 +3,7 @@
 For one demo scan (1 mm voxels, model grid 192x256x192 as in the paper) and the TCGA glioma case:
 registration of every input onto the reference (cesynth defaults, the earlier full-resolution
 schedule, and ``ants.registration(fixed, moving, "Rigid")``), skull stripping, and
-resample + equalize (:func:`cesynth.preprocessing.preprocess_scan`). Registration accuracy is the
+resample + equalize (:func:`cesynth.preprocess.preprocessing.preprocess_scan`). Registration accuracy is the
 mean displacement (mm, over brain voxels) after recovering a known 10 deg / 8 mm rigid motion of a
 T2-like copy of the demo reference (the demo inputs are misaligned by design, by amounts the
 benchmark does not know, as are the TCGA inputs: for those MI before/after is reported).
@@ -24,10 +24,11 @@ os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
 import ants  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cesynth.demo import write_cohort  # noqa: E402
-from cesynth.preprocessing import preprocess_scan  # noqa: E402
-from cesynth.registration import RegistrationSettings, mutual_information, register_to_reference  # noqa: E402
-from cesynth.skullstrip import SkullStripSettings, brain_mask  # noqa: E402
+from cesynth.inputs.demo import write_cohort  # noqa: E402
+from cesynth.preprocess.preprocessing import preprocess_scan  # noqa: E402
+from cesynth.preprocess.registration import (RegistrationSettings, mutual_information,  # noqa: E402
+                                             register_to_reference)
+from cesynth.preprocess.skullstrip import SkullStripSettings, brain_mask  # noqa: E402
 
 TCGA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tcga-fg-6692"  # the sibling shared/ folder
 PAPER_SHAPE = (192, 256, 192)

@@ -13,7 +13,7 @@ Sections (docs/training.md explains the design):
   eager vs channels_last vs torch.compile, on the CPU (and CUDA when present);
 - cpu_bf16: ``training.cpu_bf16`` at the demo's size (width 0.125, patch 3 x 32 x 32, one thread), float32 vs
   bf16 seconds per step per model, and whether the bf16 weight gradient of a 3D convolution survives at the
-  limit slice (``cesynth.device.CPU_BF16_MAX_SLICE_VOXELS``) and above it;
+  limit slice (``cesynth.nets.device.CPU_BF16_MAX_SLICE_VOXELS``) and above it;
 - preprocessing: :func:`benchmarks.preprocessing.run`;
 - predict: one new patient end to end, ``snakemake predict --cores 2`` at the paper's grid with hrfcn3d
   at width 1 on the fast CPU path (:mod:`benchmarks.predict`), wall time and peak RSS measured;
@@ -160,7 +160,7 @@ def render_markdown(rows, machine, args) -> str:
         out.append(f"| {r['section']} | {r['case']} | {_fmt(r['value'])} | {r['unit']} | {ratio} | "
                    f"{r['baseline']} | {r['note']} |")
     out += ["", "## Assumptions", "",
-            f"- One GPU training step = 3 x forward FLOPs (`cesynth.models.model_summary`) x batch {BATCH}, at "
+            f"- One GPU training step = 3 x forward FLOPs (`cesynth.nets.summary.model_summary`) x batch {BATCH}, at "
             f"an assumed sustained {GPU_TFLOPS:.0f} TFLOP/s (about 40% of an H100 SXM's dense bf16 peak).",
             "- Peak memory = peak RSS (VmHWM) of a child process that does only the measured work (includes the "
             "Python interpreter and torch, about 0.3-0.5 GB).", ""]
@@ -173,7 +173,8 @@ def render_markdown(rows, machine, args) -> str:
 
 def gpu_step_seconds(architecture: str) -> tuple[float, float]:
     """(assumed seconds of one paper-size GPU training step, forward TFLOPs per sample)."""
-    from cesynth.models import build_model, conv_flops
+    from cesynth.nets.models import build_model
+    from cesynth.nets.summary import conv_flops
     import torch
 
     model = build_model(architecture, len(INPUTS), 1.0)
@@ -185,7 +186,7 @@ def bench_input(tmp: Path, quick: bool):
     import nibabel as nib
     import torch
 
-    from cesynth.data import PatchSampler, StepBatches
+    from cesynth.train.data import PatchSampler, StepBatches
 
     stacks, niftis = make_scans(tmp / "scans", 4 if quick else 8)
     sampler = PatchSampler(stacks, INPUTS, "ce_t1", PATCH)
@@ -236,8 +237,8 @@ def child_infer(mode: str, slices: int, batch_size: int = 1, architecture: str =
     slices; onepass = the whole ``slices``-slice block in one forward."""
     import torch
 
-    from cesynth.inference import slab_inference, sliding_window
-    from cesynth.models import build_model
+    from cesynth.infer.inference import slab_inference, sliding_window
+    from cesynth.nets.models import build_model
 
     set_threads()
     torch.manual_seed(0)
@@ -256,8 +257,8 @@ def child_infer(mode: str, slices: int, batch_size: int = 1, architecture: str =
 
 
 def bench_inference(tmp: Path, quick: bool):
-    from cesynth.inference import slice_halo
-    from cesynth.models import build_model
+    from cesynth.infer.inference import slice_halo
+    from cesynth.nets.models import build_model
 
     n_z = PAPER_SHAPE_ZYX[0]
     halo = slice_halo(build_model("hrfcn3d", len(INPUTS), 0.0625))  # the field does not depend on width
@@ -389,7 +390,7 @@ def child_train(stacks, architecture, width, steps, device, patch=PATCH, **optio
     ``options``: training keys such as channels_last, compile, cpu_bf16."""
     import torch
 
-    from cesynth.training import StageJob, TrainingSettings, train_stage
+    from cesynth.train.training import StageJob, TrainingSettings, train_stage
 
     set_threads()
     stamps = []
@@ -414,7 +415,7 @@ def child_bf16_conv3d_backward(side: int):
     2.13 on AMX CPUs corrupts the heap at about 8,192 voxels per slice)."""
     import torch
 
-    from cesynth.device import bf16_autocast
+    from cesynth.nets.device import bf16_autocast
 
     set_threads()
     conv = torch.nn.Conv3d(8, 8, 3, padding=1).to(memory_format=torch.channels_last_3d)
@@ -473,7 +474,7 @@ def bench_cpu_bf16(tmp: Path, quick: bool):
     """training.cpu_bf16 at the demo's size, one thread per job as config.yaml runs it, and its crash limit."""
     import torch
 
-    from cesynth.device import CPU_BF16_MAX_SLICE_VOXELS, cpu_bf16_native
+    from cesynth.nets.device import CPU_BF16_MAX_SLICE_VOXELS, cpu_bf16_native
 
     stacks, _ = make_scans(tmp / "demo_scans", 2, shape=DEMO_SHAPE_ZYX, nifti=False)
     stacks, steps, rows = [str(s) for s in stacks], 10 if quick else 60, []

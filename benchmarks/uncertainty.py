@@ -23,8 +23,8 @@ def child_windows(pads: list[int], batch: int, repeats: int = 2, architecture: s
     the shapes take turns and the fastest of ``repeats`` counts, so that other jobs on the machine slow both alike."""
     import torch
 
-    from cesynth.inference import sliding_window
-    from cesynth.models import build_model
+    from cesynth.infer.inference import sliding_window
+    from cesynth.nets.models import build_model
 
     set_threads()
     torch.manual_seed(0)
@@ -44,7 +44,7 @@ def child_windows(pads: list[int], batch: int, repeats: int = 2, architecture: s
 def model_free_seconds(repeats: int) -> float:
     """Seconds of the ``combined`` map's model-free terms (departure from the T1, texture) on the paper grid,
     fastest of ``repeats``."""
-    from cesynth.uncertainty import departure_and_texture
+    from cesynth.infer.uncertainty import departure_and_texture
 
     rng = np.random.default_rng(0)
     synth, t1 = (rng.random(PAPER_SHAPE_ZYX, dtype=np.float32) for _ in range(2))
@@ -58,13 +58,13 @@ def model_free_seconds(repeats: int) -> float:
 
 
 def windows(n_z: int, stride: int, window: int = PATCH[0]) -> int:
-    """Windows :func:`cesynth.inference.sliding_window` predicts over ``n_z`` slices (the last one always)."""
+    """Windows :func:`cesynth.infer.inference.sliding_window` predicts over ``n_z`` slices (the last one always)."""
     return len(range(0, n_z - window + 1, stride)) + ((n_z - window) % stride != 0)
 
 
 def run(quick: bool) -> list[dict]:
-    from cesynth.models import build_model
-    from cesynth.inference import VIEWS
+    from cesynth.infer.inference import VIEWS
+    from cesynth.nets.models import build_model
 
     batch = 2 if quick else 3
     divisor = build_model("hrfcn3d", len(INPUTS), 0.0625).size_divisor

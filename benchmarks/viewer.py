@@ -1,7 +1,7 @@
-"""Offline slice viewer (cesynth.viewer, issue #34): a report viewer page of one patient with two models, its size
-and how long headless Chromium takes to open it from the file system until every pane has drawn, at the demo's grid,
-the real study's and the paper's. Chromium draws WebGL on the CPU here (SwiftShader): a desktop browser with a GPU
-opens the same page faster, so these are upper bounds."""
+"""Offline slice viewer (cesynth.evaluate.viewer, issue #34): a report viewer page of one patient with two models,
+its size and how long headless Chromium takes to open it from the file system until every pane has drawn, at the
+demo's grid, the real study's and the paper's. Chromium draws WebGL on the CPU here (SwiftShader): a desktop browser
+with a GPU opens the same page faster, so these are upper bounds."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ OPENS = 3  # the first open of a fresh browser compiles NiiVue's shaders: the me
 
 def page_of(root, shape) -> tuple:
     """(path, bytes, seconds to write) of one patient's report viewer on a ``shape`` grid."""
-    from cesynth import viewer
+    from cesynth.evaluate import viewer
     from cesynth.io import Stack, save_nifti
 
     [stack_path], _ = make_scans(root, 1, shape, nifti=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from . import intensity
+from cesynth.preprocess import intensity
 
 
 def _temporary_name(path: Path) -> tuple[str, str]:
@@ -141,7 +141,7 @@ def save_stack(stack: np.ndarray, channels: list[str], affine: np.ndarray, npy_p
 
 class Stack:
     """A preprocessed scan: channels by name, memory-mapped, with the model-space affine; every channel in the
-    model-space range (:mod:`cesynth.intensity`, checked on opening).
+    model-space range (:mod:`cesynth.preprocess.intensity`, checked on opening).
 
     Arrays are (Z, Y, X): axial slices first, which is the layout the models consume.
     """

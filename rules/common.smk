@@ -1,13 +1,15 @@
 # Cohort, split and path helpers shared by all rules. At parse time it reads the sample sheet (and the split
-# table, if given), not the images; with input.skip_invalid it opens every image once (cesynth.screening,
+# table, if given), not the images; with input.skip_invalid it opens every image once (cesynth.inputs.screening,
 # cached in results/qc/input_screening.json) to leave the broken scans out of the DAG.
 
 import sys
 
-from cesynth import configcheck, crossval, dicom, layout, modelcard, plans
-from cesynth.cohort import enhancing_labels, load_samples, load_split, tumour_mask_labels, validation_scans
-from cesynth.screening import screen_scans
-from cesynth.validate import InputError, check_sheet, scan_settings
+from cesynth.evaluate import modelcard
+from cesynth.inputs import dicom
+from cesynth.inputs.cohort import enhancing_labels, load_samples, load_split, tumour_mask_labels, validation_scans
+from cesynth.inputs.screening import screen_scans
+from cesynth.inputs.validate import InputError, check_sheet, scan_settings
+from cesynth.pipeline import configcheck, crossval, layout, plans
 
 def model_pattern(models):
     return "|".join(map(re.escape, models))

@@ -1,5 +1,5 @@
-# Cross-validation by patient (crossval:, cesynth.crossval): the fold models' out-of-fold syntheses pooled into one
-# model per architecture, the learning curve, and the models that ship (trained on every patient).
+# Cross-validation by patient (crossval:, cesynth.pipeline.crossval): the fold models' out-of-fold syntheses pooled
+# into one model per architecture, the learning curve, and the models that ship (trained on every patient).
 
 if CROSSVAL:
 

@@ -1,17 +1,17 @@
 # Prediction for new patients without CE-T1 (snakemake predict): the same preprocessing as training,
 # but registered to and skull-stripped on the patient's own T1, and written back onto its native grid.
 
-from cesynth import predict as P
+from cesynth.infer import predict
 
 PREDICT = config.get("predict") or {}
 
 if PREDICT.get("samplesheet"):
     PREDICT_MODEL = PREDICT["model"]  # a model, and given weights have their card: checked with the config
     PREDICT_SPEC = plans.model_spec(config, PREDICT_MODEL)
-    PREDICT_MOVING = [m for m in PREDICT_SPEC["inputs"] if m != P.GRID_SEQUENCE]
+    PREDICT_MOVING = [m for m in PREDICT_SPEC["inputs"] if m != predict.GRID_SEQUENCE]
     # Every scan's images are opened here, once, in the process that builds the DAG: all problems at once, before
     # any job (per-scan predict_validate jobs would stop at the first broken scan).
-    PREDICT_SAMPLES = P.load_samples(PREDICT["samplesheet"], PREDICT_SPEC["inputs"], workflow.is_main_process)
+    PREDICT_SAMPLES = predict.load_samples(PREDICT["samplesheet"], PREDICT_SPEC["inputs"], workflow.is_main_process)
     # Inputs given as DICOM series folders ({scan: {column: folder}}) are read as their converted NIfTI.
     PREDICT_DICOM_INPUTS = dicom.series_folders(PREDICT_SAMPLES, PREDICT_SPEC["inputs"])
     PREDICT_SAMPLES = dicom.with_converted_paths(PREDICT_SAMPLES, PREDICT_DICOM_INPUTS,
@@ -19,8 +19,8 @@ if PREDICT.get("samplesheet"):
     # Explicit weights (e.g. copied from a training site, with their model card) or the ones this workflow trains.
     PREDICT_WEIGHTS = PREDICT.get("weights") or layout.path("weights", model=PREDICT_MODEL, stage=2)
     # DICOM output: when the T1 came as DICOM (auto), for every scan (always) or never.
-    PREDICT_DICOM_OUTPUTS = [s for s in PREDICT_SAMPLES.scan if P.wants_dicom(
-        PREDICT["dicom_output"], P.GRID_SEQUENCE in PREDICT_DICOM_INPUTS.get(s, {}))]
+    PREDICT_DICOM_OUTPUTS = [s for s in PREDICT_SAMPLES.scan if predict.wants_dicom(
+        PREDICT["dicom_output"], predict.GRID_SEQUENCE in PREDICT_DICOM_INPUTS.get(s, {}))]
     # The uncertainty map beside each synthesis (predict.uncertainty), as NIfTI and, with the synthesis, DICOM.
     PREDICT_MAP = bool(PREDICT["uncertainty"])
     PREDICT_UNCERTAINTY = ["uncertainty", "uncertainty_model", "uncertainty_sidecar"] if PREDICT_MAP else []
@@ -73,7 +73,7 @@ if PREDICT.get("samplesheet"):
         params:
             samples=lambda w: [PREDICT_SAMPLES.loc[w.pscan].to_dict()],
             modalities=PREDICT_SPEC["inputs"],
-            reference=P.GRID_SEQUENCE,
+            reference=predict.GRID_SEQUENCE,
             mask_labels=None,  # new patients come without tumour masks
         resources:
             scan_slots=1,  # SCAN_SLOTS, rules/common.smk
@@ -87,7 +87,7 @@ if PREDICT.get("samplesheet"):
         use rule coregister as predict_coregister with:
             input:
                 moving=lambda w: [PREDICT_SAMPLES.at[w.pscan, m] for m in PREDICT_MOVING],
-                reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.GRID_SEQUENCE],
+                reference=lambda w: PREDICT_SAMPLES.at[w.pscan, predict.GRID_SEQUENCE],
                 validated=layout.path("predict_validated"),
             output:
                 images=expand(layout.path("predict_coregistered"), pmod=PREDICT_MOVING, allow_missing=True),
@@ -105,7 +105,7 @@ if PREDICT.get("samplesheet"):
 
     use rule skullstrip as predict_skullstrip with:
         input:
-            reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.GRID_SEQUENCE],
+            reference=lambda w: PREDICT_SAMPLES.at[w.pscan, predict.GRID_SEQUENCE],
             validated=layout.path("predict_validated"),
         output:
             mask=layout.path("predict_brain_mask"),
@@ -121,7 +121,7 @@ if PREDICT.get("samplesheet"):
 
     use rule preprocess as predict_preprocess with:
         input:
-            reference=lambda w: PREDICT_SAMPLES.at[w.pscan, P.GRID_SEQUENCE],
+            reference=lambda w: PREDICT_SAMPLES.at[w.pscan, predict.GRID_SEQUENCE],
             coregistered=expand(layout.path("predict_coregistered"), pmod=PREDICT_MOVING, allow_missing=True),
             mask=layout.path("predict_brain_mask"),
         output:
@@ -131,7 +131,7 @@ if PREDICT.get("samplesheet"):
             scan="{pscan}",
             modalities=PREDICT_SPEC["inputs"],
             moving=PREDICT_MOVING,
-            reference=P.GRID_SEQUENCE,  # T1: no CE-T1, so no enhancement mask
+            reference=predict.GRID_SEQUENCE,  # T1: no CE-T1, so no enhancement mask
             labels=None,
         group:
             "predict"
@@ -145,7 +145,7 @@ if PREDICT.get("samplesheet"):
             card=modelcard.card_path(PREDICT_WEIGHTS),
             stack=layout.path("predict_stack"),
             meta=layout.path("predict_stack_json"),
-            t1=lambda w: PREDICT_SAMPLES.at[w.pscan, P.GRID_SEQUENCE],
+            t1=lambda w: PREDICT_SAMPLES.at[w.pscan, predict.GRID_SEQUENCE],
         output:
             synth=predict_out("synth"),
             synth_model=predict_out("synth_model"),
@@ -183,7 +183,7 @@ if PREDICT.get("samplesheet"):
         input:
             synth=predict_out("synth"),
             sidecar=predict_out("sidecar"),
-            t1_series=lambda w: PREDICT_DICOM_INPUTS.get(w.pscan, {}).get(P.GRID_SEQUENCE, []),
+            t1_series=lambda w: PREDICT_DICOM_INPUTS.get(w.pscan, {}).get(predict.GRID_SEQUENCE, []),
             **({"uncertainty": predict_out("uncertainty")} if PREDICT_MAP else {}),
         output:
             **{k: directory(predict_out(k)) for k in PREDICT_DICOM_KINDS},
@@ -201,9 +201,9 @@ if PREDICT.get("samplesheet"):
 
 else:
     if "predict" in REQUESTED:
-        sys.exit(P.NOT_CONFIGURED)
+        sys.exit(predict.NOT_CONFIGURED)
 
     rule predict:
         """Not configured: fails with what to set (predict.samplesheet, predict.model)."""
         input:
-            P.not_configured,
+            predict.not_configured,

@@ -1,5 +1,5 @@
-# Offline slice viewers (cesynth.viewer, NiiVue): a page per test patient of every study with an index beside the
-# study's summary (target `viewers`), and a page beside every prediction (part of `snakemake predict`).
+# Offline slice viewers (cesynth.evaluate.viewer, NiiVue): a page per test patient of every study with an index
+# beside the study's summary (target `viewers`), and a page beside every prediction (part of `snakemake predict`).
 
 
 rule study_viewer:
@@ -66,7 +66,7 @@ if PREDICT.get("samplesheet"):
         params:
             inputs=PREDICT_SPEC["inputs"],
             model=PREDICT_MODEL,
-            warning=P.WARNING,
+            warning=predict.WARNING,
         # no group "predict": it reads the stack (inside the group) and the synthesis (outside, the GPU rule)
         conda:
             "../envs/evaluate.yaml"

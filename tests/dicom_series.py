@@ -1,6 +1,6 @@
 """DICOM series written from NIfTI files with pydicom, as a scanner would export them: test fixtures.
 
-Written independently of cesynth.dicom (rows along the second voxel axis, not reversed; int16 pixels),
+Written independently of cesynth.inputs.dicom (rows along the second voxel axis, not reversed; int16 pixels),
 so that reading them back through the pipeline tests the conversion, not a mirror of the writer.
 """
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from cesynth import configcheck
+from cesynth.pipeline import configcheck
 from conftest import REPO
 from docs_commands import fresh_clone, run_command, user_env
 

@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from cesynth.cohort import check_split, load_split, split_cohort
-from cesynth.demo import scan_table
-from cesynth.validate import InputError
+from cesynth.inputs.cohort import check_split, load_split, split_cohort
+from cesynth.inputs.demo import scan_table
+from cesynth.inputs.validate import InputError
 
 DEMO = dict(seed=1, patients=12, followups=4, expert_masks=3, tumour_fraction=0.8, voxel_mm=1.0,
             head_scale=0.8, noise=0.02)
@@ -11,7 +11,7 @@ DEMO = dict(seed=1, patients=12, followups=4, expert_masks=3, tumour_fraction=0.
 
 def test_split_is_by_patient_and_sets_b_from_masks(tmp_path):
     table = scan_table(DEMO, tmp_path)
-    split = split_cohort(table, val_fraction=0.25, seed=0)
+    split = split_cohort(table, test_fraction=0.25, seed=0)
     assert set(split.scan[split.set == "B"]) == set(table.scan[table.tumour_mask != ""])
     assert (split.set == "B").sum() == 3
     train_patients = set(split.patient[split.set == "train"])

@@ -1,4 +1,5 @@
-"""Cross-validation by patient (cesynth.crossval) and the pre-registered endpoints (cesynth.stats.endpoint_tests)."""
+"""Cross-validation by patient (cesynth.pipeline.crossval) and the pre-registered endpoints
+(cesynth.evaluate.stats.endpoint_tests)."""
 
 import subprocess
 import sys
@@ -8,9 +9,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from cesynth import crossval
-from cesynth.stats import endpoint_tests, holm
-from cesynth.validate import InputError
+from cesynth.evaluate.stats import endpoint_tests, holm
+from cesynth.inputs.validate import InputError
+from cesynth.pipeline import crossval
 from conftest import REPO
 
 FOLDS_TSV = REPO / "config" / "real" / "folds.tsv"

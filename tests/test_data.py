@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cesynth.data import PatchSampler
 from cesynth.io import Stack
+from cesynth.train.data import PatchSampler
 
 
 def test_random_batch_is_a_function_of_seed_epoch_step(stacks):

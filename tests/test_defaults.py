@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from cesynth.inference import InferenceSettings
-from cesynth.registration import RegistrationSettings
-from cesynth.skullstrip import SkullStripSettings
-from cesynth.training import TrainingSettings
+from cesynth.infer.inference import InferenceSettings
+from cesynth.preprocess.registration import RegistrationSettings
+from cesynth.preprocess.skullstrip import SkullStripSettings
+from cesynth.train.training import TrainingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 # config section -> the frozen settings class read from it

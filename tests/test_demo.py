@@ -4,8 +4,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cesynth.cohort import load_samples
-from cesynth.demo import scan_table, write_cohort
+from cesynth.inputs.cohort import load_samples
+from cesynth.inputs.demo import scan_table, write_cohort
 
 CFG = dict(seed=5, patients=3, followups=1, expert_masks=1, tumour_fraction=1.0, voxel_mm=2.0, head_scale=0.8,
            noise=0.02)
@@ -67,7 +67,7 @@ def test_deterministic(tmp_path, cohort):
 
 def test_bias_field_is_the_sessions_coil_in_scanner_space():
     """Every sequence of a session sees the same field at the same scanner position, whatever its grid."""
-    from cesynth.demo import _bias_field
+    from cesynth.inputs.demo import _bias_field
 
     coil = np.random.default_rng(0).normal(size=6)
     fine = np.diag([1.0, 1.0, 1.0, 1.0])

@@ -9,8 +9,8 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import BasicTextSRStorage, ExplicitVRLittleEndian, generate_uid
 
-from cesynth.dicom import check_scan_series, convert_series, new_study_attributes, series_problems, write_series
-from cesynth.validate import InputError
+from cesynth.inputs.dicom import check_scan_series, convert_series, new_study_attributes, series_problems, write_series
+from cesynth.inputs.validate import InputError
 from dicom_series import nifti_to_series
 
 

@@ -31,7 +31,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cesynth.cohort import load_samples
+from cesynth.inputs.cohort import load_samples
 from conftest import REPO, SHARED
 from dicom_series import patient_series
 from docs_commands import (SLURM_PROFILE, documented_commands, fresh_clone, printed_file, run_command,

@@ -75,8 +75,9 @@ def third_party_imports(script: Path, package_dir: Path) -> set[str]:
         for name in imports(path.read_text()):
             top, *rest = name.split(".")
             if top == package_dir.name:
-                module = package_dir / f"{rest[0]}.py" if rest else package_dir / "__init__.py"
-                todo += [module] if module.is_file() else []  # cesynth.x where x is not a module: a name
+                module = package_dir.joinpath(*rest)
+                module = module.with_suffix(".py") if module.with_suffix(".py").is_file() else module / "__init__.py"
+                todo += [module] if module.is_file() else []  # cesynth.x.y where y is not a module: a name
             elif top not in sys.stdlib_module_names and top not in PROVIDED:
                 third_party.add(name)
     return third_party
@@ -132,7 +133,7 @@ def test_a_gap_is_named_with_rule_env_and_package(tmp_path):
     (tmp_path / "rules").mkdir()
     (tmp_path / "envs").mkdir()
     (tmp_path / "workflow_scripts").mkdir()
-    (tmp_path / "cesynth").mkdir()
+    (tmp_path / "cesynth" / "evaluate").mkdir(parents=True)
     (tmp_path / "rules" / "a.smk").write_text(
         'rule ok:\n    conda:\n        "../envs/e.yaml"\n    script:\n        "../workflow_scripts/ok.py"\n\n'
         'for _g in "12":\n    rule:\n        name:\n            "scored" + _g\n'
@@ -142,9 +143,9 @@ def test_a_gap_is_named_with_rule_env_and_package(tmp_path):
         "channels: [conda-forge]\ndependencies:\n  - python=3.11\n  - pytorch\n  - pip\n"
         "  - pip:\n      - numpy==2.3.5\n      - scikit_image>=0.26\n      - -e ..\n")
     (tmp_path / "workflow_scripts" / "ok.py").write_text("import os\nimport numpy as np\nfrom snakemake import x\n")
-    (tmp_path / "workflow_scripts" / "s.py").write_text("from cesynth import metrics\nimport torch\n")
-    (tmp_path / "cesynth" / "metrics.py").write_text(
-        "from typing import TYPE_CHECKING\nfrom .io import save\nfrom skimage import measure\n"
+    (tmp_path / "workflow_scripts" / "s.py").write_text("from cesynth.evaluate import metrics\nimport torch\n")
+    (tmp_path / "cesynth" / "evaluate" / "metrics.py").write_text(
+        "from typing import TYPE_CHECKING\nfrom cesynth.io import save\nfrom skimage import measure\n"
         "if TYPE_CHECKING:\n    import pandas\n")
     (tmp_path / "cesynth" / "io.py").write_text("def save(x):\n    import yaml\n")
     assert env_gaps(tmp_path / "rules") == [

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from cesynth import metrics, models, preprocessing, skullstrip
-from cesynth.inference import Synthesizer
+from cesynth.evaluate import metrics
+from cesynth.infer.inference import Synthesizer
 from cesynth.io import Stack, save_nifti, save_stack
-from cesynth.training import StageJob, TrainingSettings, train_stage
-from cesynth.weights import load_weights
+from cesynth.nets import models
+from cesynth.nets.weights import load_weights
+from cesynth.preprocess import preprocessing, skullstrip
+from cesynth.train.training import StageJob, TrainingSettings, train_stage
 from test_training import settings
 
 

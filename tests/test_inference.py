@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from cesynth.device import cpu_bf16_native
-from cesynth.inference import InferenceSettings, Synthesizer, cpu_fast, slab_inference, slice_halo, sliding_window
+from cesynth.infer.inference import InferenceSettings, Synthesizer, cpu_fast, slab_inference, slice_halo, sliding_window
 from cesynth.io import Stack
-from cesynth.models import ARCHITECTURES, SynthesisNet, build_model
-from cesynth.training import StageJob, TrainingSettings, train_stage
-from cesynth.weights import load_weights, save_weights
+from cesynth.nets.device import cpu_bf16_native
+from cesynth.nets.models import ARCHITECTURES, SynthesisNet, build_model
+from cesynth.nets.weights import load_weights, save_weights
+from cesynth.train.training import StageJob, TrainingSettings, train_stage
 from test_training import SPEC, settings
 
 

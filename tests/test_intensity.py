@@ -1,4 +1,4 @@
-"""The model-space intensity contract (cesynth/intensity.py): every stack channel in [0, 1], checked on write
+"""The model-space intensity contract (cesynth/preprocess/intensity.py): every stack channel in [0, 1], checked on write
 and read, and every equalization maps into it."""
 
 import json
@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from cesynth import intensity
 from cesynth.io import Stack, save_stack
-from cesynth.preprocessing import EQUALIZATION_METHODS, equalize
+from cesynth.preprocess import intensity
+from cesynth.preprocess.preprocessing import EQUALIZATION_METHODS, equalize
 from conftest import make_stack
 
 

@@ -4,7 +4,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import structural_similarity
 
-from cesynth.losses import SynthesisLoss, ms_ssim_slices, ssim_slices
+from cesynth.train.losses import SynthesisLoss, ms_ssim_slices, ssim_slices
 
 
 def _pair(shape, noise, seed=0):

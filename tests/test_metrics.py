@@ -5,7 +5,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from cesynth import metrics
+from cesynth.evaluate import metrics
 
 
 @pytest.fixture
@@ -199,12 +199,12 @@ def test_scan_metrics_max_i_per_protocol(vols):
 
 
 def test_the_metric_and_the_loss_share_one_ssim(vols):
-    """cesynth.similarity is the one SSIM: the metric (float64 volumes (X, Y, Z)) and the training loss (float32
-    tensors (B, 1, D, H, W)) agree to float32 rounding on the same slices; PSNR likewise."""
+    """cesynth.evaluate.similarity is the one SSIM: the metric (float64 volumes (X, Y, Z)) and the training loss
+    (float32 tensors (B, 1, D, H, W)) agree to float32 rounding on the same slices; PSNR likewise."""
     import torch
 
-    from cesynth import similarity
-    from cesynth.losses import ssim_slices
+    from cesynth.evaluate import similarity
+    from cesynth.train.losses import ssim_slices
 
     gt, pred = vols
     as_batch = [torch.from_numpy(np.moveaxis(v, -1, 0)[None, None].astype(np.float32)) for v in (gt, pred)]

@@ -5,8 +5,8 @@ import time
 import pytest
 import torch
 
-from cesynth.models import (ARCHITECTURES, KERAS_BN, Bottleneck, ResBlock, _Ops, build_model,
-                            model_summary, nonzero_extent)
+from cesynth.nets.models import ARCHITECTURES, KERAS_BN, Bottleneck, ResBlock, _Ops, build_model
+from cesynth.nets.summary import model_summary, nonzero_extent
 
 TINY = 0.0625
 

@@ -1,11 +1,12 @@
-"""The study's plans (cesynth/plans.py): model inputs follow ``modalities``, settings merge, the cross-field checks."""
+"""The study's plans (cesynth/pipeline/plans.py): model inputs follow ``modalities``, settings merge, the cross-field
+checks."""
 
 import copy
 
 import yaml
 from snakemake.utils import update_config, validate
 
-from cesynth import plans
+from cesynth.pipeline import plans
 from conftest import REPO
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())

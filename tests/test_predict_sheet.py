@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from cesynth import predict
-from cesynth.validate import InputError
+from cesynth.infer import predict
+from cesynth.inputs.validate import InputError
 from conftest import nan_copy, predict_sheet, small_image
 from test_workflow import snakemake
 

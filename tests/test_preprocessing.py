@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cesynth.io import save_nifti
-from cesynth.preprocessing import canonical, enhancement_mask, equalize, preprocess_scan, resize
+from cesynth.preprocess.preprocessing import canonical, enhancement_mask, equalize, preprocess_scan, resize
 
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -177,7 +177,7 @@ def test_a_channel_that_covers_part_of_the_brain_is_refused(tmp_path):
 @pytest.mark.skipif(not (SHARED / "brats2018").is_dir(), reason="needs ../shared/data/brats2018")
 def test_the_half_brain_flair_of_brats18_2013_20_1_is_flagged(tmp_path):
     """The real case of issue #22: a FLAIR blank behind the ventricles."""
-    from cesynth.skullstrip import SkullStripSettings, brain_mask
+    from cesynth.preprocess.skullstrip import SkullStripSettings, brain_mask
 
     case = SHARED / "brats2018" / "Brats18_2013_20_1"
     name = lambda m: case / f"{case.name}_{m}.nii.gz"  # noqa: E731

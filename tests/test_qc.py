@@ -1,4 +1,4 @@
-"""Tests for cesynth.qc: panels, per-scan numbers and cohort flags."""
+"""Tests for cesynth.preprocess.qc: panels, per-scan numbers and cohort flags."""
 
 import nibabel as nib
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 from PIL import Image
 
 from cesynth.io import write_json
-from cesynth.qc import flag_cohort, scan_panel, scan_row, write_html
+from cesynth.preprocess.qc import flag_cohort, scan_panel, scan_row, write_html
 
 
 def _head(tmp_path, shift=0):

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from cesynth import bids
-from cesynth.cohort import load_samples, tumour_mask_labels
-from cesynth.preprocessing import preprocess_scan
-from cesynth.registration import keep_on_grid
-from cesynth.skullstrip import SkullStripSettings, _head_mask, brain_mask
-from cesynth.validate import InputError, check_sheet, scan_settings
+from cesynth.inputs import sources
+from cesynth.inputs.cohort import load_samples, tumour_mask_labels
+from cesynth.inputs.validate import InputError, check_sheet, scan_settings
+from cesynth.preprocess.preprocessing import preprocess_scan
+from cesynth.preprocess.registration import keep_on_grid
+from cesynth.preprocess.skullstrip import SkullStripSettings, _head_mask, brain_mask
 from conftest import SHARED, TCGA
 from test_workflow import snakemake
 
@@ -98,7 +98,7 @@ def test_per_scan_columns_override_the_configured_setting(tmp_path):
 
 def brats_folder(root, release, case):
     """One shared case laid out as a BraTS release, with a label map of that release's labels."""
-    spec = bids.BRATS_RELEASES[release]
+    spec = sources.BRATS_RELEASES[release]
     folder = root / case
     folder.mkdir(parents=True)
     for modality, name in spec["files"].items():
@@ -160,4 +160,4 @@ def test_mixed_releases_are_refused(tmp_path):
     brats_folder(tmp_path / "brats", "2021", "BraTS2021_00001")
     brats_folder(tmp_path / "brats", "2023", "BraTS-GLI-00001-000")
     with pytest.raises(ValueError, match="both naming schemes"):
-        bids.brats_table(tmp_path / "brats")
+        sources.brats_table(tmp_path / "brats")

@@ -1,4 +1,4 @@
-"""Tests for cesynth.registration (antspyx rigid/affine MI registration)."""
+"""Tests for cesynth.preprocess.registration (antspyx rigid/affine MI registration)."""
 
 import os
 import shutil
@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cesynth.registration import RegistrationSettings, ants_cli_registration, register_to_reference
+from cesynth.preprocess.registration import RegistrationSettings, ants_cli_registration, register_to_reference
 
 COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")  # Debian package mricron-data
 COLIN_BET = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
@@ -196,7 +196,7 @@ def test_rejects_unknown_transform(tmp_path):
 
 
 def test_schedule_stops_at_finest_mm():
-    from cesynth.registration import _schedule
+    from cesynth.preprocess.registration import _schedule
 
     def grid(mm):
         return ants.make_image((8, 8, 8), spacing=(mm, mm, 5.5))

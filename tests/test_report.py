@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from cesynth.report import headline, summary_table
+from cesynth.evaluate.report import headline, summary_table
 
 
 def metrics_table():

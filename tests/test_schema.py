@@ -9,8 +9,13 @@ import copy
 
 import yaml
 
-from cesynth import cohort, configcheck, device, inference, losses, metrics, models, predict, preprocessing, \
-    registration, skullstrip, training, uncertainty, validate
+from cesynth.evaluate import metrics
+from cesynth.infer import inference, predict, uncertainty
+from cesynth.inputs import cohort, validate
+from cesynth.nets import device, models
+from cesynth.pipeline import configcheck
+from cesynth.preprocess import preprocessing, registration, skullstrip
+from cesynth.train import losses, training
 from conftest import REPO
 
 SCHEMA = configcheck.load_schema(REPO / "config" / "schema.yaml")
@@ -149,3 +154,11 @@ def test_a_typo_is_refused_in_every_section_of_the_shipped_configs():
             where = ".".join((*path, "zz_typo"))
             assert [line for line in configcheck.schema_problems(config, SCHEMA)
                     if line.startswith(f"config: unknown key {where!r}")], where
+
+
+def test_a_renamed_key_says_its_new_name():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["split"]["val_fraction"] = config["split"].pop("test_fraction")
+    assert configcheck.schema_problems(config, SCHEMA) == [
+        "config: 'split.val_fraction' is now 'split.test_fraction' (same meaning); rename it in your config",
+        "config: split: 'test_fraction' is a required property"]

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cesynth.demo import write_cohort
+from cesynth.inputs.demo import write_cohort
 from conftest import REPO, nan_copy
-from test_bids import bids_cfg, write_bids_tree
+from test_sources import bids_cfg, write_bids_tree
 from test_workflow import snakemake
 
 

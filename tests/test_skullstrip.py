@@ -1,4 +1,4 @@
-"""Tests for cesynth.skullstrip."""
+"""Tests for cesynth.preprocess.skullstrip."""
 
 import sys
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from cesynth.skullstrip import SkullStripSettings, brain_mask, fsl_available, fsl_bet
+from cesynth.preprocess.skullstrip import SkullStripSettings, brain_mask, fsl_available, fsl_bet
 
 COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")  # Debian package mricron-data
 COLIN_BET = Path("/usr/share/mricron/templates/ch2bet.nii.gz")

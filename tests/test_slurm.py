@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cesynth.cohort import load_samples
+from cesynth.inputs.cohort import load_samples
 from conftest import REPO, nan_copy
 from docs_commands import SLURM_PROFILE, documented_commands, fresh_clone, run_command, tiny_configfile, user_env
 from slurm_cluster import CPU_PARTITION, GPU_PARTITION, LocalSlurm, skip_reason
@@ -87,7 +87,7 @@ def stage1_minutes(configs) -> int:
     """The time limit train_stage1 asks for under ``configs`` (merged over config.yaml), from the study's formula."""
     from snakemake.utils import update_config
 
-    from cesynth import plans
+    from cesynth.pipeline import plans
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     for path in configs:
@@ -271,7 +271,8 @@ def test_a_job_no_node_can_run_stops_before_any_submission(cluster, tmp_path):
     lines = [l for l in result.out.splitlines() if l.startswith("SLURM: ")]
     assert len(lines) == 1, result.out[-3000:]
     line = lines[0]
-    # (more memory from --set-resources keeps a GPU rule in the GPU partition: cesynth.slurmfit.route_gpu_rules)
+    # (more memory from --set-resources keeps a GPU rule in the GPU partition:
+    # cesynth.pipeline.slurmfit.route_gpu_rules)
     assert line.startswith(f"SLURM: rule train_stage1 (model={MODEL}, stage=1) asks for 1 CPUs, {too_big} MB, 1 GPUs "
                            f"but no node of partition '{GPU_PARTITION}' has that (largest: {cluster.node['CPUs']} CPUs, "
                            f"{cluster.node['RealMemory']} MB, 1 GPUs)"), line

@@ -1,7 +1,7 @@
 """What the SLURM profile asks of the cluster for each job, read from dry runs: no SLURM needed, so these run
 everywhere (tests/test_slurm.py runs jobs through a local cluster).
 
-Every rule that declares a GPU goes to the GPU partition (cesynth.slurmfit.route_gpu_rules), and
+Every rule that declares a GPU goes to the GPU partition (cesynth.pipeline.slurmfit.route_gpu_rules), and
 profiles/slurm/README.md's table of what each rule asks for is the one these dry runs give.
 """
 

@@ -1,6 +1,6 @@
 """A SLURM request no node can run is refused before submission (it would pend for ever)."""
 
-from cesynth.slurmfit import Request, gpu_count, misfits, parse_sinfo
+from cesynth.pipeline.slurmfit import Request, gpu_count, misfits, parse_sinfo
 
 # sinfo -h -N -o "%P %c %m %G" of a small cluster: two 4-CPU CPU nodes, one GPU node
 SINFO = """\

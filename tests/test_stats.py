@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from cesynth.stats import TEST_COLUMNS, holm, paired_tests, summarize
+from cesynth.evaluate.stats import TEST_COLUMNS, holm, paired_tests, summarize
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from cesynth.data import PatchSampler, StepBatches
-from cesynth import device
-from cesynth.device import CPU_BF16_MAX_SLICE_VOXELS, cpu_bf16_kind, cpu_bf16_training
-from cesynth.training import TRAINERS, Collapsed, Interrupted, StageJob, StageTrainer, TrainingSettings, \
+from cesynth.nets import device
+from cesynth.nets.device import CPU_BF16_MAX_SLICE_VOXELS, cpu_bf16_kind, cpu_bf16_training
+from cesynth.train.data import PatchSampler, StepBatches
+from cesynth.train.training import TRAINERS, Collapsed, Interrupted, StageJob, StageTrainer, TrainingSettings, \
     register_trainer, run_distributed, train_stage
-from cesynth.weights import load_weights
+from cesynth.nets.weights import load_weights
 
 SPEC = {"architecture": "unet3d", "inputs": ["t1", "t2", "adc"], "width": 0.0625}
 
@@ -235,12 +235,12 @@ def test_validation_psnr_is_the_test_metric(stacks):
     here for a slice-wise net, whose prediction of a slice does not depend on the window it sits in."""
     import numpy as np
 
-    from cesynth.inference import sliding_window
+    from cesynth.evaluate.metrics import scan_metrics
+    from cesynth.infer.inference import sliding_window
     from cesynth.io import Stack
-    from cesynth.losses import SynthesisLoss
-    from cesynth.metrics import scan_metrics
-    from cesynth.models import build_model
-    from cesynth.validation import evaluate_loss
+    from cesynth.nets.models import build_model
+    from cesynth.train.losses import SynthesisLoss
+    from cesynth.train.validation import evaluate_loss
 
     torch.manual_seed(0)
     model = build_model("unet2d", 2, 0.0625).eval()

@@ -1,14 +1,14 @@
-"""Uncertainty maps (cesynth/uncertainty.py): the test-time-augmentation views, the map of a real network, and
+"""Uncertainty maps (cesynth/infer/uncertainty.py): the test-time-augmentation views, the map of a real network, and
 the evaluation against the real error (Spearman, AUROC, calibration deciles, missed enhancement)."""
 
 import numpy as np
 import pytest
 import torch
 
-from cesynth.inference import VIEWS, InferenceSettings, Synthesizer, View, views_for
+from cesynth.infer.inference import VIEWS, InferenceSettings, Synthesizer, View, views_for
+from cesynth.infer.uncertainty import SPREAD_WEIGHT, auroc, departure_and_texture, evaluate_scan, scan_map, tta_views
 from cesynth.io import Stack
-from cesynth.models import build_model
-from cesynth.uncertainty import SPREAD_WEIGHT, auroc, departure_and_texture, evaluate_scan, scan_map, tta_views
+from cesynth.nets.models import build_model
 
 INFERENCE = InferenceSettings.plain(stride=3)
 UNCERTAINTY = {"method": "tta", "views": ["flip_x", "z1", "z2", "yx2"], "smooth": 0.0}
@@ -170,7 +170,7 @@ def test_missed_enhancement_inside_the_label_is_flagged_only_by_a_map_that_is_br
 def test_config_section_refuses_unknown_keys_and_views_and_names_every_view_the_code_knows():
     import yaml
 
-    from cesynth import configcheck
+    from cesynth.pipeline import configcheck
     from conftest import REPO
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())

@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from cesynth.validate import check_files, check_sheet
+from cesynth.inputs.validate import check_files, check_sheet
 
 MODS = ["t1", "ce_t1"]
 

@@ -1,5 +1,6 @@
-"""Offline slice viewers (cesynth.viewer): page content from arrays and files, and the pages in headless Chromium
-opened from the file system with no network (pixels of every pane, linked slices, outline toggle, threshold)."""
+"""Offline slice viewers (cesynth.evaluate.viewer): page content from arrays and files, and the pages in headless
+Chromium opened from the file system with no network (pixels of every pane, linked slices, outline toggle,
+threshold)."""
 
 import base64
 import gzip
@@ -12,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cesynth import viewer
+from cesynth.evaluate import viewer
+from cesynth.infer.predict import WARNING
 from cesynth.io import Stack, save_nifti
-from cesynth.predict import WARNING
 from conftest import make_stack
 from headless_chromium import CHROMIUM, Browser
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cesynth.models import build_model
-from cesynth.weights import UnsafeWeights, load_weights, read_payload, safe_load, save_weights
+from cesynth.nets.models import build_model
+from cesynth.nets.weights import UnsafeWeights, load_weights, read_payload, safe_load, save_weights
 
 SPEC = {"architecture": "hrfcn3d", "inputs": ["t1", "t2"], "width": 0.0625}
 

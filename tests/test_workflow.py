@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cesynth.cohort import load_samples
+from cesynth.evaluate.metrics import score_predictions
+from cesynth.inputs.cohort import load_samples
 from cesynth.io import Stack
-from cesynth.metrics import score_predictions
 from conftest import REPO, nan_copy
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
@@ -116,7 +116,7 @@ def test_whole_study_produces_metrics_tests_and_figures(finished_run):
 def test_every_test_scan_of_every_model_has_an_uncertainty_map_scored_against_its_error(finished_run):
     """The uncertainty rule maps each synthesis of a test scan (zero outside the brain, on its grid); the study
     table holds the Spearman and AUROC recomputed from those files, and the report shows the calibration figure."""
-    from cesynth.uncertainty import evaluate
+    from cesynth.infer.uncertainty import evaluate
 
     results = finished_run / "results"
     split = pd.read_csv(results / "split.tsv", sep="\t")
@@ -282,12 +282,12 @@ def test_default_demo_has_test_sets_big_enough_for_paired_tests():
     """config.yaml's phantom cohort: >= 8 scans in test set A and >= 6 in set B, no patient in two sets."""
     import yaml
 
-    from cesynth.cohort import split_cohort
-    from cesynth.demo import scan_table
+    from cesynth.inputs.cohort import split_cohort
+    from cesynth.inputs.demo import scan_table
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     table = scan_table(config["demo"], "demo")
-    split = split_cohort(table, config["split"]["val_fraction"], config["split"]["seed"])
+    split = split_cohort(table, config["split"]["test_fraction"], config["split"]["seed"])
     sizes = split.set.value_counts()
     assert sizes["test_A"] >= 8 and sizes["B"] >= 6 and sizes["train"] >= 8
     train_patients = set(split.patient[split.set == "train"])

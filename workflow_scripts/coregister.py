@@ -1,5 +1,5 @@
 from cesynth.io import redirect_output, write_json
-from cesynth.registration import RegistrationSettings, coregister_scan
+from cesynth.preprocess.registration import RegistrationSettings, coregister_scan
 
 w = snakemake.wildcards
 with redirect_output(snakemake.log[0]):

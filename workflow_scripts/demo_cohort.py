@@ -1,4 +1,4 @@
-from cesynth.demo import write_cohort
+from cesynth.inputs.demo import write_cohort
 from cesynth.io import redirect_output
 
 with redirect_output(snakemake.log[0]):

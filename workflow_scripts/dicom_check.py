@@ -1,4 +1,4 @@
-from cesynth.dicom import check_scan_series
+from cesynth.inputs.dicom import check_scan_series
 from cesynth.io import redirect_output, write_json
 
 w = snakemake.wildcards

@@ -1,4 +1,4 @@
-from cesynth.dicom import convert_series
+from cesynth.inputs.dicom import convert_series
 from cesynth.io import redirect_output
 
 w = snakemake.wildcards

@@ -1,4 +1,4 @@
-from cesynth.inference import write_identity
+from cesynth.infer.inference import write_identity
 from cesynth.io import redirect_output
 
 with redirect_output(snakemake.log[0]):

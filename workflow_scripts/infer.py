@@ -1,6 +1,6 @@
 import torch
 
-from cesynth.inference import InferenceSettings, synthesize_all
+from cesynth.infer.inference import InferenceSettings, synthesize_all
 from cesynth.io import redirect_output
 
 with redirect_output(snakemake.log[0]):

@@ -1,7 +1,8 @@
 import pandas as pd
 
-from cesynth import crossval, plots
+from cesynth.evaluate import plots
 from cesynth.io import redirect_output, write_table
+from cesynth.pipeline import crossval
 
 with redirect_output(snakemake.log[0]):
     metrics = pd.concat([pd.read_csv(p, sep="\t") for p in snakemake.input.metrics], ignore_index=True)

@@ -1,5 +1,5 @@
+from cesynth.evaluate.metrics import score_predictions
 from cesynth.io import redirect_output, write_table
-from cesynth.metrics import score_predictions
 
 p = snakemake.params
 with redirect_output(snakemake.log[0]):

@@ -1,5 +1,5 @@
+from cesynth.evaluate.modelcard import build_card, write_card
 from cesynth.io import redirect_output
-from cesynth.modelcard import build_card, write_card
 
 p = snakemake.params
 with redirect_output(snakemake.log[0]):

@@ -1,5 +1,5 @@
+from cesynth.infer.predict import write_dicom
 from cesynth.io import redirect_output
-from cesynth.predict import write_dicom
 
 p, out = snakemake.params, snakemake.output
 with redirect_output(snakemake.log[0]):

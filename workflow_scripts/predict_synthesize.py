@@ -1,8 +1,8 @@
 import torch
 
-from cesynth.inference import InferenceSettings
+from cesynth.infer.inference import InferenceSettings
+from cesynth.infer.predict import Predictor, predict_scan
 from cesynth.io import redirect_output
-from cesynth.predict import Predictor, predict_scan
 
 p = snakemake.params
 with redirect_output(snakemake.log[0]):

@@ -1,5 +1,5 @@
 from cesynth.io import redirect_output, save_stack
-from cesynth.preprocessing import preprocess_scan
+from cesynth.preprocess.preprocessing import preprocess_scan
 
 p = snakemake.params
 with redirect_output(snakemake.log[0]):

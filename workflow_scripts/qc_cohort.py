@@ -1,7 +1,7 @@
 import pandas as pd
 
 from cesynth.io import redirect_output, write_table
-from cesynth.qc import flag_cohort, write_html
+from cesynth.preprocess.qc import flag_cohort, write_html
 
 with redirect_output(snakemake.log[0]):
     table = flag_cohort(pd.concat([pd.read_csv(p, sep="\t") for p in snakemake.input.rows], ignore_index=True),

@@ -1,7 +1,7 @@
 import pandas as pd
 
 from cesynth.io import redirect_output, write_table
-from cesynth.qc import scan_panel, scan_row
+from cesynth.preprocess.qc import scan_panel, scan_row
 
 with redirect_output(snakemake.log[0]):
     mods = snakemake.params.moving

@@ -1,6 +1,6 @@
+from cesynth.evaluate.plots import runtimes
+from cesynth.evaluate.report import runtime_table
 from cesynth.io import redirect_output, write_table
-from cesynth.plots import runtimes
-from cesynth.report import runtime_table
 
 with redirect_output(snakemake.log[0]):
     table = runtime_table(snakemake.input.benchmarks)

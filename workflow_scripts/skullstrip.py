@@ -1,5 +1,5 @@
 from cesynth.io import redirect_output, write_json
-from cesynth.skullstrip import SkullStripSettings, brain_mask
+from cesynth.preprocess.skullstrip import SkullStripSettings, brain_mask
 
 w = snakemake.wildcards
 with redirect_output(snakemake.log[0]):

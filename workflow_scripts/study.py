@@ -1,5 +1,5 @@
+from cesynth.evaluate.report import StudyInputs, write_study, write_uncertainty
 from cesynth.io import redirect_output
-from cesynth.report import StudyInputs, write_study, write_uncertainty
 
 p = snakemake.params
 with redirect_output(snakemake.log[0]):

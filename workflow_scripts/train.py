@@ -1,7 +1,7 @@
 import torch
 
 from cesynth.io import redirect_output
-from cesynth.training import StageJob, TrainingSettings, run_distributed, train_stage
+from cesynth.train.training import StageJob, TrainingSettings, run_distributed, train_stage
 
 p = snakemake.params
 with redirect_output(snakemake.log[0]):  # a bad setting fails here, into the rule's log

@@ -1,8 +1,8 @@
 import torch
 
-from cesynth.inference import InferenceSettings
+from cesynth.infer.inference import InferenceSettings
+from cesynth.infer.uncertainty import write_maps
 from cesynth.io import redirect_output
-from cesynth.uncertainty import write_maps
 
 p = snakemake.params
 with redirect_output(snakemake.log[0]):

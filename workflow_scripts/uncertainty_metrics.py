@@ -1,5 +1,5 @@
+from cesynth.infer.uncertainty import evaluate
 from cesynth.io import redirect_output, write_table
-from cesynth.uncertainty import evaluate
 
 p = snakemake.params
 with redirect_output(snakemake.log[0]):

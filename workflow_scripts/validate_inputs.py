@@ -1,7 +1,7 @@
 import pandas as pd
 
+from cesynth.inputs.validate import InputError, check_files
 from cesynth.io import redirect_output, write_table
-from cesynth.validate import InputError, check_files
 
 with redirect_output(snakemake.log[0]):
     samples = pd.DataFrame(snakemake.params.samples)

@@ -2,8 +2,8 @@ import os
 
 import pandas as pd
 
+from cesynth.evaluate.viewer import study_index
 from cesynth.io import redirect_output
-from cesynth.viewer import study_index
 
 out = snakemake.output[0]
 with redirect_output(snakemake.log[0]):

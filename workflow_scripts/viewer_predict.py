@@ -1,5 +1,5 @@
+from cesynth.evaluate.viewer import predict_viewer
 from cesynth.io import redirect_output
-from cesynth.viewer import predict_viewer
 
 p = snakemake.params
 with redirect_output(snakemake.log[0]):

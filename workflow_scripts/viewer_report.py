@@ -1,7 +1,7 @@
 import pandas as pd
 
+from cesynth.evaluate.viewer import report_viewer
 from cesynth.io import redirect_output
-from cesynth.viewer import report_viewer
 
 p, w = snakemake.params, snakemake.wildcards
 maps = dict(zip(p.trained, snakemake.input.uncertainty))  # the study's trained models have one
