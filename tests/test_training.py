@@ -18,7 +18,8 @@ from cesynth.train.training import TRAINERS, Collapsed, Interrupted, StageJob, S
     register_trainer, run_distributed, train_stage
 from cesynth.nets.weights import load_weights
 
-SPEC = {"architecture": "unet3d", "inputs": ["t1", "t2", "adc"], "width": 0.0625}
+# The reference-style 3D U-Net: no batch statistics, so data parallelism is exact (test below)
+SPEC = {"architecture": "unet3d_plain", "inputs": ["t1", "t2", "adc"], "width": 0.0625}
 
 
 def settings(epochs=2, steps=4, lr=3e-3, **extra) -> dict:
@@ -201,7 +202,7 @@ def test_channels_last_and_tensorboard(stacks, tmp_path):
 def test_distributed_data_parallel_on_cpu_matches_one_process_with_the_whole_batch(stacks, tmp_path):
     """Two gloo processes under torchrun, 1 patch each == one process with both patches.
 
-    unet3d has no BatchNorm (per-process statistics would differ) and local_norm "all" makes the
+    unet3d_plain has no BatchNorm (per-process statistics would differ) and local_norm "all" makes the
     loss a mean over patches, so averaging the two processes' gradients is exactly the big-batch
     gradient, up to float rounding. The NCCL/GPU path cannot be tested here (no GPU).
     """
@@ -266,10 +267,10 @@ def test_a_collapsing_net_ends_with_one_message_and_no_weights(stacks, tmp_path,
     torch.set_num_threads(1)
     s = settings(epochs=3, steps=4, lr=lr)
     with pytest.raises(Exception) as caught:
-        train_stage(job(stacks, tmp_path, s, name="unet3d stage 1"), log=lambda *_: None)
+        train_stage(job(stacks, tmp_path, s, name="unet3d_plain stage 1"), log=lambda *_: None)
     assert isinstance(caught.value, Collapsed)
     message = str(caught.value)
-    assert message.startswith("unet3d stage 1 collapsed at epoch 1, step ")
+    assert message.startswith("unet3d_plain stage 1 collapsed at epoch 1, step ")
     assert ("output is constant" in message or "loss is not finite" in message) and f"now {lr:g}" in message
     assert "output: residual" in message and not (tmp_path / "w.pt").exists()
 
@@ -293,7 +294,7 @@ def test_cpu_bf16_training_learns_like_float32_and_keeps_3d_nets_off_the_patches
         StageTrainer(job(stacks, tmp_path / "large", {**large, "cpu_bf16": True}))
     assert not cpu_bf16_training("auto", False, large["patch"])  # "auto" trains such a 3D net in float32 instead
     assert cpu_bf16_training(True, True, large["patch"])  # 2D convolutions have no such limit
-    small = StageTrainer(job(stacks, tmp_path / "small", settings(cpu_bf16="auto")))  # unet3d (SPEC)
+    small = StageTrainer(job(stacks, tmp_path / "small", settings(cpu_bf16="auto")))  # unet3d_plain (SPEC)
     assert isinstance(small.autocast, torch.autocast) == (cpu_bf16_kind() == "amx")
     with pytest.raises(ValueError, match="cpu_bf16 must be one of"):
         cpu_bf16_training("yes", True, large["patch"])
@@ -335,7 +336,8 @@ def test_cpu_bf16_auto_follows_the_isa_that_onednn_may_use(monkeypatch, amx, avx
     if cap:
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
     assert cpu_bf16_kind() == kind
-    for architecture in ("unet2d", "unet3d", "hrfcn3d", "hrfcn3d_ref"):
+    for architecture in ("unet2d", "unet3d", "unet3d_plain", "hrfcn3d", "hrfcn3d_ref"):
         expected = architecture in device.CPU_BF16_TRAINING_VALIDATED.get(kind, ())
         assert cpu_bf16_training("auto", False, [3, 32, 32], architecture=architecture) == expected
-    assert cpu_bf16_training("auto", False, [3, 32, 32], architecture="unet3d") == (kind == "amx")
+    assert cpu_bf16_training("auto", False, [3, 32, 32], architecture="unet3d_plain") == (kind == "amx")
+    assert not cpu_bf16_training("auto", False, [3, 32, 32], architecture="unet3d")  # not yet shown on any path

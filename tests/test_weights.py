@@ -60,3 +60,18 @@ def test_foreign_files_are_refused_with_one_line(tmp_path):
         with pytest.raises(UnsafeWeights) as refused:
             read_payload(tmp_path / name)
         assert text in str(refused.value) and len(str(refused.value).splitlines()) == 1, str(refused.value)
+
+
+def test_weights_of_another_version_of_an_architecture_are_refused_with_one_line(tmp_path):
+    """The plain 3D U-Net's weights saved as unet3d (as before unet3d had batch norm) say what to do."""
+    spec = {"architecture": "unet3d", "inputs": ["t1", "t2"], "width": 0.0625, "output": "residual"}
+    save_weights(build_model("unet3d_plain", 2, 0.0625), spec, [], tmp_path / "old.pt", target="ce_t1",
+                 patch=[3, 32, 32])
+    with pytest.raises(ValueError) as refused:
+        load_weights(tmp_path / "old.pt")
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1 and message.startswith(f"{tmp_path / 'old.pt'}: the weights do not fit ")
+    assert "load as unet3d_plain" in message
+    save_weights(build_model("unet3d_plain", 2, 0.0625), {**spec, "architecture": "unet3d_plain"}, [],
+                 tmp_path / "plain.pt", target="ce_t1", patch=[3, 32, 32])
+    assert load_weights(tmp_path / "plain.pt")[0].architecture == "unet3d_plain"

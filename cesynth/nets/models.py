@@ -350,16 +350,18 @@ class HRFCN3DRef(SynthesisNet):
 
 
 class _UNetCore(nn.Module):
-    """Plain U-Net (no BN, as in the reference baselines) with `convs` conv+ReLU per level."""
+    """U-Net with `convs` conv+ReLU per level; plain (no BN) as in the reference baselines unless ``batch_norm``
+    (a BN between every level's conv and its ReLU)."""
 
-    def __init__(self, ops: _Ops, n_inputs: int, width: float, convs: int, dropout: float):
+    def __init__(self, ops: _Ops, n_inputs: int, width: float, convs: int, dropout: float, batch_norm: bool):
         super().__init__()
         w = [_ch(c, width) for c in (64, 128, 256, 512, 1024)]
 
         def level(cin, cout, drop):
             layers = []
             for i in range(convs):
-                layers += [ops.conv(cin if i == 0 else cout, cout, bias=True), nn.ReLU(inplace=True)]
+                conv = ops.conv(cin if i == 0 else cout, cout, bias=not batch_norm)
+                layers += [conv, ops.bn(cout), nn.ReLU(inplace=True)] if batch_norm else [conv, nn.ReLU(inplace=True)]
             if drop:
                 layers.append(nn.Dropout(dropout))
             return nn.Sequential(*layers)
@@ -391,7 +393,7 @@ class UNet2D(_PerSlice2D):
 
     def __init__(self, n_inputs: int, width: float = 1.0, output: str = "direct"):
         super().__init__(n_inputs, output)
-        self.net = _UNetCore(_Ops(2), n_inputs, width, convs=4, dropout=0.5)
+        self.net = _UNetCore(_Ops(2), n_inputs, width, convs=4, dropout=0.5, batch_norm=False)
         self._init_weights(self.net.out)
 
     def forward_2d(self, x):
@@ -401,14 +403,24 @@ class UNet2D(_PerSlice2D):
 class UNet3D(SynthesisNet):
     architecture = "unet3d"
     size_divisor = 16
+    # Batch norm: the plain 3D U-Net (the reference's, unet3d_plain) stalled near the T1 on 8 of 15 demo training
+    # runs (seeds, CPU paths, learning rates, warm-up, width, init); with it every run learned (docs/demo.md).
+    batch_norm = True
 
     def __init__(self, n_inputs: int, width: float = 1.0, output: str = "direct"):
         super().__init__(n_inputs, output)
-        self.net = _UNetCore(_Ops(3), n_inputs, width, convs=3, dropout=0.0)
+        self.net = _UNetCore(_Ops(3), n_inputs, width, convs=3, dropout=0.0, batch_norm=self.batch_norm)
         self._init_weights(self.net.out)
 
     def _forward(self, x):
         return self.net(x)
+
+
+class UNet3DPlain(UNet3D):
+    """The reference-style 3D U-Net without normalisation: bit-equal under data parallelism (no batch statistics)."""
+
+    architecture = "unet3d_plain"
+    batch_norm = False
 
 
 ARCHITECTURES: dict[str, Callable[..., SynthesisNet]] = {
@@ -417,6 +429,7 @@ ARCHITECTURES: dict[str, Callable[..., SynthesisNet]] = {
     "hrfcn2d": HRFCN2D,
     "unet2d": UNet2D,
     "unet3d": UNet3D,
+    "unet3d_plain": UNet3DPlain,
 }
 
 

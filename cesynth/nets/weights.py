@@ -73,7 +73,18 @@ def load_weights(path, device="cpu"):
     """(model in eval mode, payload) from a weights file written by :func:`save_weights`."""
     payload = read_payload(path, device)
     model = new_model(payload["model_spec"]).to(device)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        fit = model.load_state_dict(payload["state_dict"], strict=False)
+        misfit = [f"{len(keys)} {what} tensors" for what, keys in
+                  (("missing", fit.missing_keys), ("unexpected", fit.unexpected_keys)) if keys]
+    except RuntimeError:  # a tensor of another shape
+        misfit = ["tensors of other shapes"]
+    if misfit:
+        architecture = payload["model_spec"]["architecture"]
+        hint = "; unet3d has batch norm since 2026-12, so older unet3d weights load as unet3d_plain" \
+            if architecture == "unet3d" else ""
+        raise ValueError(f"{path}: the weights do not fit this version's {architecture} ({', '.join(misfit)}){hint}; "
+                         "retrain the model")
     return model.eval(), payload
 
 
