@@ -403,7 +403,7 @@ class UNet2D(_PerSlice2D):
 class UNet3D(SynthesisNet):
     architecture = "unet3d"
     size_divisor = 16
-    # Batch norm: the plain 3D U-Net (the reference's, unet3d_plain) stalled near the T1 on 8 of 15 demo training
+    # Batch norm: the plain 3D U-Net (the reference's, unet3d_plain) stalled near the T1 on 8 of 16 demo training
     # runs (seeds, CPU paths, learning rates, warm-up, width, init); with it every run learned (docs/demo.md).
     batch_norm = True
 
