@@ -42,6 +42,7 @@ if PREDICT.get("samplesheet"):
         output:
             layout.path("predict_dicom_checked"),
         params:
+            scan="{pscan}",
             patient=lambda w: PREDICT_SAMPLES.at[w.pscan, "patient"],
             folders=lambda w: PREDICT_DICOM_INPUTS[w.pscan],
         group:
@@ -57,6 +58,7 @@ if PREDICT.get("samplesheet"):
             image=layout.path("predict_dicom_nifti"),
             sidecar=layout.path("predict_dicom_sidecar"),
         params:
+            scan="{pscan}",
             patient=lambda w: PREDICT_SAMPLES.at[w.pscan, "patient"],
         group:
             "predict"
@@ -94,6 +96,7 @@ if PREDICT.get("samplesheet"):
                 transforms=expand(layout.path("predict_transform"), pmod=PREDICT_MOVING, allow_missing=True),
                 qc=expand(layout.path("predict_coreg_qc"), pmod=PREDICT_MOVING, allow_missing=True),
             params:
+                scan="{pscan}",
                 modalities=PREDICT_MOVING,
                 settings=lambda w: scan_settings(config, PREDICT_SAMPLES.loc[w.pscan], "registration"),
             group:
@@ -111,6 +114,7 @@ if PREDICT.get("samplesheet"):
             mask=layout.path("predict_brain_mask"),
             qc=layout.path("predict_skullstrip_qc"),
         params:
+            scan="{pscan}",
             settings=lambda w: scan_settings(config, PREDICT_SAMPLES.loc[w.pscan], "skullstrip"),
         group:
             "predict"

@@ -28,6 +28,7 @@ rule dicom_check:
     output:
         layout.path("dicom_checked"),
     params:
+        scan="{scan}",
         patient=lambda w: SAMPLES.at[w.scan, "patient"],
         folders=lambda w: DICOM_SERIES[w.scan],
     conda:
@@ -47,6 +48,7 @@ rule dicom_to_nifti:
         image=layout.path("dicom_nifti"),
         sidecar=layout.path("dicom_sidecar"),
     params:
+        scan="{scan}",
         patient=lambda w: SAMPLES.at[w.scan, "patient"],
     conda:
         "../envs/preprocess.yaml"
@@ -91,6 +93,7 @@ rule coregister:
         transforms=expand(layout.path("transform"), mod=MOVING, allow_missing=True),
         qc=expand(layout.path("coreg_qc"), mod=MOVING, allow_missing=True),
     params:
+        scan="{scan}",
         modalities=MOVING,
         settings=lambda w: scan_settings(config, SAMPLES.loc[w.scan], "registration"),
     threads: 1
@@ -120,6 +123,7 @@ rule skullstrip:
         mask=layout.path("brain_mask"),
         qc=layout.path("skullstrip_qc"),
     params:
+        scan="{scan}",
         settings=lambda w: scan_settings(config, SAMPLES.loc[w.scan], "skullstrip"),
     threads: 1
     resources:

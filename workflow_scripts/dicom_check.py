@@ -1,7 +1,6 @@
 from cesynth.inputs.dicom import check_scan_series
 from cesynth.io import redirect_output, write_json
 
-w = snakemake.wildcards
 with redirect_output(snakemake.log[0]):
-    files = check_scan_series(snakemake.params.patient, w.get("scan") or w.pscan, snakemake.params.folders)
+    files = check_scan_series(snakemake.params.patient, snakemake.params.scan, snakemake.params.folders)
     write_json({"folders": snakemake.params.folders, "dicom_files": files}, snakemake.output[0])
