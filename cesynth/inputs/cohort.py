@@ -46,20 +46,21 @@ def load_samples(input_cfg: dict, demo_cfg: dict, demo_dir) -> pd.DataFrame:
 
 def tumour_mask_labels(input_cfg: dict) -> list[int] | None:
     """Labels that are tumour when masks are label maps (None: masks are 0/1)."""
-    if input_cfg.get("tumour_mask_labels"):
-        return list(input_cfg["tumour_mask_labels"])
-    if input_cfg["source"] == "brats":
-        return sources.BRATS_RELEASES[sources.brats_release(input_cfg["brats"]["root"])]["labels"]
-    return sources.UCSF_PDGM_TUMOUR_LABELS if input_cfg["source"] == "ucsf_pdgm" else None
+    return _mask_labels(input_cfg, "tumour_mask_labels", "labels")
 
 
 def enhancing_labels(input_cfg: dict) -> list[int] | None:
     """Labels of the enhancing tumour (ET) in label-map masks (None: no ET channel, e.g. 0/1 masks)."""
-    if input_cfg.get("enhancing_labels"):
-        return list(input_cfg["enhancing_labels"])
+    return _mask_labels(input_cfg, "enhancing_labels", "enhancing")
+
+
+def _mask_labels(input_cfg: dict, key: str, kind: str) -> list[int] | None:
+    """``input.<key>`` if set, else what the source's layout defines for ``kind`` (BraTS release, UCSF-PDGM)."""
+    if input_cfg.get(key):
+        return list(input_cfg[key])
     if input_cfg["source"] == "brats":
-        return sources.BRATS_RELEASES[sources.brats_release(input_cfg["brats"]["root"])]["enhancing"]
-    return sources.UCSF_PDGM_ENHANCING_LABELS if input_cfg["source"] == "ucsf_pdgm" else None
+        return sources.BRATS_RELEASES[sources.brats_release(input_cfg["brats"]["root"])][kind]
+    return sources.UCSF_PDGM_LABELS[kind] if input_cfg["source"] == "ucsf_pdgm" else None
 
 
 def split_cohort(table: pd.DataFrame, test_fraction: float, seed: int, set_b_patients: int | None = None

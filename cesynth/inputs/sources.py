@@ -98,8 +98,7 @@ def bids_table(bids_cfg: dict) -> pd.DataFrame:
 UCSF_PDGM_FILES = {"t1": "T1", "ce_t1": "T1c", "t2": "T2", "flair": "FLAIR", "adc": "ADC", "swi": "SWI",
                    "dwi": "DWI"}
 UCSF_PDGM_SEGMENTATION = "tumor_segmentation"
-UCSF_PDGM_TUMOUR_LABELS = [1, 4]
-UCSF_PDGM_ENHANCING_LABELS = [4]
+UCSF_PDGM_LABELS = {"labels": [1, 4], "enhancing": [4]}  # tumour, enhancing tumour (keys as BRATS_RELEASES')
 # Curated releases come co-registered and skull-stripped: their scans skip both steps (the per-scan columns
 # of cesynth.inputs.validate.SCAN_OPTIONS), which then check that this holds (same grid; a brain, not a head).
 PREPROCESSED = {"skullstrip": "none", "registration": "none"}

@@ -431,6 +431,8 @@ ARCHITECTURES: dict[str, Callable[..., SynthesisNet]] = {
     "unet3d": UNet3D,
     "unet3d_plain": UNet3DPlain,
 }
+# Architectures whose layers changed, and what their older weight files are now (weights.load_weights says it).
+CHANGED_ARCHITECTURES = {"unet3d": "unet3d has batch norm since 2026-12, so older unet3d weights load as unet3d_plain"}
 
 
 def build_model(architecture: str, n_inputs: int, width: float = 1.0, output: str = "direct") -> SynthesisNet:

@@ -20,7 +20,7 @@ import re
 import torch
 
 from cesynth.io import atomic_output
-from cesynth.nets.models import build_model
+from cesynth.nets.models import CHANGED_ARCHITECTURES, build_model
 
 PAYLOAD_KEYS = ("state_dict", "model_spec", "target", "patch")
 
@@ -81,10 +81,9 @@ def load_weights(path, device="cpu"):
         misfit = ["tensors of other shapes"]
     if misfit:
         architecture = payload["model_spec"]["architecture"]
-        hint = "; unet3d has batch norm since 2026-12, so older unet3d weights load as unet3d_plain" \
-            if architecture == "unet3d" else ""
-        raise ValueError(f"{path}: the weights do not fit this version's {architecture} ({', '.join(misfit)}){hint}; "
-                         "retrain the model")
+        change = CHANGED_ARCHITECTURES.get(architecture)
+        raise ValueError(f"{path}: the weights do not fit this version's {architecture} ({', '.join(misfit)})"
+                         f"{'; ' + change if change else ''}; retrain the model")
     return model.eval(), payload
 
 
