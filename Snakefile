@@ -60,6 +60,7 @@ rule all:
         rules.overview.output,
         rules.runtimes.output,
         rules.provenance.output,
+        rules.viewers.input,
         rules.crossval.input if CROSSVAL else [],
 
 

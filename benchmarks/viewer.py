@@ -51,18 +51,23 @@ def bench(tmp, quick: bool) -> list:
             continue
         path, size, written = page_of(tmp / f"viewer_{shape[0]}", shape)
         rows.append(row("viewer", f"report viewer page, {name}, 2 models", size / 2**20, "MB", note=(
-            "8 panes (3 inputs, the real CE-T1, 2 syntheses, absolute error, uncertainty), 8-bit volumes, NiiVue "
-            f"inlined; written in {written:.1f} s")))
+            "8 volumes (3 inputs, the real CE-T1, 2 syntheses, absolute error, uncertainty) in 4 panes, 8-bit, "
+            f"NiiVue inlined without its Zarr codecs; written in {written:.1f} s")))
         if CHROMIUM is None:
             rows.append(row("viewer", f"open in Chromium, {name}", float("nan"), "s", note="no chromium installed"))
             continue
         browser = Browser()
+        seconds, first_pane = [], []
         try:
-            seconds = [browser.open(path, timeout=300) for _ in range(OPENS + 1)]
+            for _ in range(OPENS + 1):
+                browser.blank()  # a reader opens the page in a fresh tab, not over the last one
+                seconds.append(browser.open(path, timeout=300))
+                first_pane.append(browser.evaluate("cesynthViewer.firstPaneMs") / 1000)
         finally:
             browser.close()
         rows.append(row("viewer", f"open in headless Chromium until every pane drew, {name}",
                         float(np.median(seconds[1:])), "s", note=(
                             f"software WebGL (SwiftShader), median of {OPENS} after a first open of "
-                            f"{seconds[0]:.1f} s; target < 2 s")))
+                            f"{seconds[0]:.1f} s; the first pane after {np.median(first_pane[1:]):.1f} s; "
+                            "target < 2 s")))
     return rows

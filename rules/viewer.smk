@@ -1,5 +1,6 @@
 # Offline slice viewers (cesynth.evaluate.viewer, NiiVue): a page per test patient of every study with an index
-# beside the study's summary (target `viewers`), and a page beside every prediction (part of `snakemake predict`).
+# beside the study's summary (part of `all`; target `viewers` for them alone), and a page beside every prediction
+# (part of `snakemake predict`).
 
 
 rule study_viewer:

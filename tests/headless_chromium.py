@@ -85,6 +85,13 @@ class Browser:
             time.sleep(0.05)
         return time.monotonic() - start
 
+    def blank(self):
+        """Leave the page for about:blank and give the browser a moment to release its WebGL contexts."""
+        self.send("Page.navigate", url="about:blank")
+        while self.evaluate("document.URL") != "about:blank":
+            time.sleep(0.05)
+        time.sleep(0.5)
+
     def screenshot(self, path=None) -> np.ndarray:
         """The page as an RGB array (uint8); written as PNG to ``path`` when given."""
         from skimage.io import imread

@@ -89,6 +89,7 @@ def test_report_page_has_every_pane_the_labels_and_only_this_patients_metrics(tm
     assert [p["title"] for p in config["panes"]] == [
         *MODALITIES, "ce_t1 (acquired)", "unet2d (synthetic)", "hrfcn3d (synthetic)", "|hrfcn3d - ce_t1|",
         "uncertainty hrfcn3d"]  # hrfcn3d: the highest mean brain PSNR
+    assert config["shown"] == [0, 3, 5, 6]  # t1, the truth, the best synthesis, its error; the rest in the menus
     labels = payload(text, config["labels"]).get_fdata()
     assert set(np.unique(labels)) == {0, viewer.TUMOUR}  # the phantom has a tumour mask, no et_mask
     stack = Stack(tmp_path / "P1_desc-preproc.npy")
@@ -99,6 +100,10 @@ def test_report_page_has_every_pane_the_labels_and_only_this_patients_metrics(tm
     assert "21.000" in text and "22.000" in text and "26.000" not in text  # P1's PSNRs, not P2's
     assert 'class="hidden">uncertainty above' in text  # no threshold slider in the report
     assert "niivue" in text and "https://" not in text.replace("https://github.com/niivue/niivue", "")
+    bundle = gzip.decompress(base64.b64decode(re.search(r'id="niivue">(.*?)</script>', text).group(1)))
+    vendored = (viewer.ASSETS / "niivue.umd.js").read_bytes()
+    assert b'"AGFzbQ' not in bundle and vendored.count(b'"AGFzbQ') == 3  # the three Zarr codecs left out
+    assert len(bundle) == len(vendored) - sum(map(len, re.findall(rb'"AGFzbQ[^"]*"', vendored))) + 2 * 3
 
 
 def test_page_with_nan_empty_uncertainty_and_no_tumour_label_still_builds(tmp_path):
@@ -117,6 +122,7 @@ def test_predict_page_is_marked_synthetic_with_uncertainty_over_the_synthesis(tm
     config = config_of(text)
     assert [p["title"] for p in config["panes"]] == [*MODALITIES, "SYNTHETIC ce_t1 (hrfcn3d)",
                                                      "SYNTHETIC ce_t1 + uncertainty"]
+    assert config["shown"] == [0, 3, 4]
     overlay = config["panes"][-1]
     spread = payload(text, overlay["overlay"]).get_fdata()
     low, high = overlay["overlayWindow"]
@@ -124,7 +130,7 @@ def test_predict_page_is_marked_synthetic_with_uncertainty_over_the_synthesis(tm
     assert f'<div class="banner">{html.escape(WARNING)}</div>' in text and WARNING.startswith("SYNTHETIC")
     assert "<title>SYNTHETIC CE-T1: NEW1</title>" in text
     no_map = config_of(predict_page(tmp_path / "b", uncertainty=False).read_text())
-    assert [p["title"] for p in no_map["panes"]][-1] == "SYNTHETIC ce_t1 (hrfcn3d)"
+    assert [p["title"] for p in no_map["panes"]][-1] == "SYNTHETIC ce_t1 (hrfcn3d)" and no_map["shown"] == [0, 3]
 
 
 def test_study_index_links_every_patient_with_its_metrics(tmp_path):
@@ -138,10 +144,13 @@ def test_study_index_links_every_patient_with_its_metrics(tmp_path):
     assert rows == [("viewer/P2.html", "P2", "B", "21.00", "23.50"), ("viewer/P1.html", "P1", "test_A", "20.00", "22.00")]
 
 
-def test_too_many_panes_are_refused():
+def test_too_many_panes_or_a_pane_beyond_the_volumes_are_refused():
     pane = viewer.Pane("x", np.zeros((2, 2, 2)), (0, 1))
     with pytest.raises(ValueError, match="1 to 16 panes"):
         viewer.page("t", [pane] * (viewer.MAX_PANES + 1), np.eye(4))
+    with pytest.raises(ValueError, match=r"shown \[0, 2\] names a pane beyond the 2 given"):
+        viewer.page("t", [pane] * 2, np.eye(4), shown=[0, 2])
+    assert config_of(viewer.page("t", [pane] * 20, np.eye(4), shown=[19, 0]))["shown"] == [19, 0]
 
 
 # --- in the browser -------------------------------------------------------------------------------------------
@@ -191,9 +200,25 @@ def test_report_viewer_in_chromium_draws_links_and_toggles_outlines(tmp_path, br
     page = report_page(tmp_path)
     _, before = open_offline(browser, page, tmp_path / "report.png")
     boxes = pane_boxes(browser)
-    assert len(boxes) == 8
+    assert len(boxes) == 4
     for crop in crops(before, boxes):  # each pane drew a volume: many lit pixels, not one flat colour
         assert (crop.max(axis=2) > 40).mean() > 0.05 and crop.std() > 15
+
+    # a pane's menu switches it to another volume (here the first pane from t1 to the real CE-T1, whose
+    # tumour is bright), the others stay; switched back, it draws as before
+    choose = "(k => { const m = document.querySelector('select[aria-label=\"volume of pane 1\"]'); m.value = k; " \
+             "m.dispatchEvent(new Event('change')); })"
+    browser.evaluate(f"{choose}(3)")
+    settled(browser)
+    switched = crops(browser.screenshot(tmp_path / "report_menu.png"), boxes)
+    assert np.abs(switched[0] - crops(before, boxes)[0]).mean() > 1
+    assert np.abs(switched[0] - crops(before, boxes)[1]).mean() < 0.5  # now what the second pane shows
+    assert red_pixels(switched[0]) == red_pixels(crops(before, boxes)[0]) > 5  # the outline stays on
+    for old, new in zip(crops(before, boxes)[1:], switched[1:]):
+        assert np.abs(new - old).mean() < 0.05
+    browser.evaluate(f"{choose}(0)")
+    settled(browser)
+    assert np.abs(crops(browser.screenshot(), boxes)[0] - crops(before, boxes)[0]).mean() < 0.05
 
     browser.key("ArrowUp", "ArrowUp", 38)
     browser.key("ArrowUp", "ArrowUp", 38)
@@ -227,7 +252,7 @@ def test_predict_viewer_in_chromium_shows_synthetic_and_thresholds_the_uncertain
     _, before = open_offline(browser, page, tmp_path / "predict.png")
     assert WARNING in browser.evaluate("document.querySelector('.banner').innerText")
     boxes = pane_boxes(browser)
-    assert len(boxes) == 5
+    assert len(boxes) == 3
     for crop in crops(before, boxes):
         assert (crop.max(axis=2) > 40).mean() > 0.05 and crop.std() > 15
     synthesis, overlaid = crops(before, boxes)[-2:]

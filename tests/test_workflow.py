@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -142,6 +143,19 @@ def test_every_test_scan_of_every_model_has_an_uncertainty_map_scored_against_it
     assert_drawn_figure(results / "studies" / "baselines" / "uncertainty_calibration.png")
 
 
+def test_every_test_patient_of_every_study_has_a_viewer_page_with_that_studys_models(finished_run):
+    split = pd.read_csv(finished_run / "results" / "split.tsv", sep="\t")
+    test_scans = sorted(split.scan[split.set != "train"])
+    for study in ("baselines",):
+        folder = finished_run / "results" / "studies" / study
+        index = (folder / "viewers.html").read_text()
+        assert [scan for scan in test_scans if f"href='viewer/{scan}.html'" in index] == test_scans
+        page = (folder / "viewer" / f"{test_scans[0]}.html").read_text()
+        titles = [p["title"] for p in json.loads(re.search(
+            r'<script type="application/json" id="config">(.*?)</script>', page).group(1))["panes"]]
+        assert {"unet2d (synthetic)", "hrfcn3d (synthetic)"} <= set(titles) and "identity (synthetic)" not in titles
+
+
 def test_finished_run_has_nothing_left_to_do(finished_run):
     result = snakemake(finished_run, "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
@@ -152,8 +166,11 @@ def test_report_is_self_contained_html(finished_run):
     html = (finished_run / "results" / "report.html").read_text(errors="replace")
     assert html.lstrip().lower().startswith("<!doctype html") or "<html" in html[:500].lower()
     for name in ("qualitative.png", "metric_distributions.png", "training_curves.png", "summary.html",
-                 "uncertainty_calibration.png", "uncertainty.html"):
+                 "uncertainty_calibration.png", "uncertainty.html", "viewers.html"):
         assert name in html
+    split = pd.read_csv(finished_run / "results" / "split.tsv", sep="\t")
+    for scan in split.scan[split.set != "train"]:  # a slice viewer per test patient, reachable from the report
+        assert f"{scan}.html" in html
     # a caption that docutils could not parse (e.g. |error| read as a substitution) is shown as an error box
     assert 'class="problematic"' not in html and "System Message" not in html
 

@@ -1,9 +1,12 @@
 """Offline slice viewers: one standalone HTML page per patient, opening from the file system with no network.
 
 A page holds the NiiVue viewer (vendored in viewer_assets/, BSD-2) and the patient's volumes inline, as
-base64 gzipped 8-bit NIfTI. Every pane is one NiiVue instance on its own canvas showing one volume in
-axial, coronal and sagittal views; the panes share one crosshair. The expert labels are drawn as coloured
-outlines (NiiVue's drawing layer, rim only) that a check box hides.
+base64 gzipped 8-bit NIfTI. A few panes (``shown``), each one NiiVue instance on its own canvas, show one
+volume each in axial, coronal and sagittal views; a menu above each pane switches it to any volume of the
+page, and the panes share one crosshair. Few panes because each is a WebGL context whose shaders compile on
+its first draw: about 0.3 s per pane where the browser draws on the CPU (no GPU), so eight panes took 5 s to
+open. The expert labels are drawn as coloured outlines (NiiVue's drawing layer, rim only) that a check box
+hides.
 
 8-bit: each volume is stored as 256 levels over its own finite range (NIfTI scl_slope/scl_inter), so a level
 is 1/255 of that range; the page's initial window spans most of the range of an image, so that is about
@@ -18,6 +21,7 @@ import functools
 import gzip
 import html
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +44,9 @@ METRIC_COLUMNS = ["psnr_brain", "ssim_brain", "mae_brain", "psnr_tumour", "ssim_
 
 @dataclass
 class Pane:
-    """One volume (X, Y, Z: NIfTI voxel order) with its initial window and colour map; ``overlay`` (same grid)
-    is drawn over it from ``overlay_window[0]`` up, which the page's threshold slider moves."""
+    """What a pane can show (one entry of every pane's menu): a volume (X, Y, Z: NIfTI voxel order) with its
+    initial window and colour map; ``overlay`` (same grid) is drawn over it from ``overlay_window[0]`` up, which
+    the page's threshold slider moves."""
 
     title: str
     volume: np.ndarray
@@ -95,16 +100,22 @@ def label_map(tumour: np.ndarray | None, enhancing: np.ndarray | None) -> np.nda
     return labels
 
 
-def page(title: str, panes: list[Pane], affine: np.ndarray, *, labels: np.ndarray | None = None,
-         metrics: pd.DataFrame | None = None, banner: str = "", note: str = "") -> str:
-    """The standalone HTML of one viewer: ``panes`` linked by one crosshair, which starts at the centre of the
-    labels (else of the volume), the ``labels`` outlines (toggle), ``metrics`` (one row per model) beside them,
-    ``banner`` in red above everything."""
-    if not 0 < len(panes) <= MAX_PANES:
-        raise ValueError(f"a viewer page holds 1 to {MAX_PANES} panes (one WebGL canvas each), not {len(panes)}")
+def page(title: str, panes: list[Pane], affine: np.ndarray, *, shown: list[int] | None = None,
+         labels: np.ndarray | None = None, metrics: pd.DataFrame | None = None, banner: str = "",
+         note: str = "") -> str:
+    """The standalone HTML of one viewer: a pane for each index of ``shown`` (default: every one of ``panes``)
+    starting on that entry of ``panes``, each with a menu of all of them; the panes linked by one crosshair, which
+    starts at the centre of the labels (else of the volume), the ``labels`` outlines (toggle), ``metrics`` (one
+    row per model) beside them, ``banner`` in red above everything."""
+    shown = list(range(len(panes))) if shown is None else list(shown)
+    if not 0 < len(shown) <= MAX_PANES:
+        raise ValueError(f"a viewer page holds 1 to {MAX_PANES} panes (one WebGL canvas each), not {len(shown)}")
+    if not all(0 <= i < len(panes) for i in shown):
+        raise ValueError(f"shown {shown} names a pane beyond the {len(panes)} given")
     volumes = {}  # id -> base64, so each payload sits once in the page
     # outlineOpacity: the labels' fill, faint but not 0 (NiiVue draws the rim only where the fill is drawn)
-    config = {"panes": [], "labels": None, "outlineOpacity": 0.02, "start": _centre_mm(panes[0].volume, labels, affine)}
+    config = {"panes": [], "shown": shown, "labels": None, "outlineOpacity": 0.02,
+              "start": _centre_mm(panes[0].volume, labels, affine)}
     for i, pane in enumerate(panes):
         volumes[f"v{i}"] = encode_volume(pane.volume, affine)
         entry = {"title": pane.title, "volume": f"v{i}", "colormap": pane.colormap, "window": list(pane.window)}
@@ -139,11 +150,17 @@ def _centre_mm(volume, labels, affine) -> list[float]:
     return [float(v) for v in nib.affines.apply_affine(affine, voxel)]
 
 
+# WebAssembly modules inlined in the bundle as base64 ("AGFzbQ" is "\0asm"): the blosc, lz4 and zstd codecs of
+# OME-Zarr volumes, which a page of NIfTI volumes never calls; 1.3 of the bundle's 2.3 MB.
+_WASM_LITERAL = re.compile(rb'"AGFzbQ[A-Za-z0-9+/=]*"')
+
+
 @functools.cache
 def _niivue() -> str:
-    """The NiiVue bundle gzipped, in base64: 0.8 of its 2.3 MB (the page inflates it with the browser's own
-    DecompressionStream)."""
-    return base64.b64encode(gzip.compress((ASSETS / "niivue.umd.js").read_bytes(), mtime=0)).decode("ascii")
+    """The NiiVue bundle without its Zarr codecs, gzipped, in base64: 0.44 MB against 0.8 with them (the page
+    inflates it with the browser's own DecompressionStream)."""
+    bundle = _WASM_LITERAL.sub(b'""', (ASSETS / "niivue.umd.js").read_bytes())
+    return base64.b64encode(gzip.compress(bundle, mtime=0)).decode("ascii")
 
 
 def write_page(path, *args, **kwargs) -> int:
@@ -187,15 +204,20 @@ def report_viewer(path, *, scan: str, study: str, stack_path, models: dict, metr
     """The report's viewer of one test patient: :func:`report_panes` of ``models`` (model -> (synthesis, its
     uncertainty map or None), NIfTI paths) with the best model of ``metrics`` (the study's per-scan table;
     highest mean brain PSNR among the models with a map, as in the study's figures), the expert labels and the
-    patient's metrics."""
+    patient's metrics. Four panes start on the first input, the real CE-T1, the best synthesis and its error;
+    the other volumes are in every pane's menu."""
     stack = Stack(stack_path)
     best = best_model(metrics, [m for m, (_, spread) in models.items() if spread] or list(models))
     panes = report_panes(stack, {m: synth for m, (synth, _) in models.items()}, best, models[best][1], modalities,
                          reference)
     labels = label_map(*(channel(stack, c) if stack.has(c) else None for c in ("tumour_mask", "et_mask")))
     rows = metrics[metrics.scan == scan]
-    shown = rows[["model", *[c for c in METRIC_COLUMNS if c in rows and rows[c].notna().any()]]]
-    return write_page(path, f"{study}: {scan}", panes, stack.affine, labels=labels, metrics=shown,
+    table = rows[["model", *[c for c in METRIC_COLUMNS if c in rows and rows[c].notna().any()]]]
+    truth = len(modalities)
+    best_synthesis = truth + 1 + list(models).index(best)
+    error = truth + 1 + len(models)
+    return write_page(path, f"{study}: {scan}", panes, stack.affine, shown=[0, truth, best_synthesis, error],
+                      labels=labels, metrics=table,
                       note=f"model grid {'x'.join(map(str, panes[0].volume.shape))}; best model {best} "
                            "(highest mean brain PSNR of the study)")
 
@@ -203,7 +225,8 @@ def report_viewer(path, *, scan: str, study: str, stack_path, models: dict, metr
 def predict_viewer(path, *, scan: str, stack_path, synthesis, uncertainty, inputs, model: str, warning: str) -> int:
     """The viewer beside a prediction: the inputs, the synthesis and, given an ``uncertainty`` map (model-space
     NIfTI), the synthesis with the map over it from a threshold (the 90th percentile in the brain at first);
-    ``warning`` (cesynth.infer.predict.WARNING, which says SYNTHETIC) in the red banner."""
+    ``warning`` (cesynth.infer.predict.WARNING, which says SYNTHETIC) in the red banner. Panes start on the first
+    input, the synthesis and the overlaid synthesis; the other inputs are in every pane's menu."""
     stack = Stack(stack_path)
     brain = channel(stack, "brain_mask") > 0
     panes = input_panes(stack, inputs, brain)
@@ -216,7 +239,7 @@ def predict_viewer(path, *, scan: str, stack_path, synthesis, uncertainty, input
         panes.append(Pane("SYNTHETIC ce_t1 + uncertainty", synth, window(synth, brain), overlay=spread,
                           overlay_window=(start, window(spread, brain, 99)[1])))
     return write_page(path, f"SYNTHETIC CE-T1: {scan}", panes, stack.affine,
-                      banner=warning, note=f"model {model}, model grid")
+                      shown=[0, *range(len(inputs), len(panes))], banner=warning, note=f"model {model}, model grid")
 
 
 def study_index(path, *, study: str, metrics: pd.DataFrame, pages: dict) -> None:
@@ -230,8 +253,9 @@ def study_index(path, *, study: str, metrics: pd.DataFrame, pages: dict) -> None
     write_html_page(path, f"{study}: slice viewers, one page per test patient",
                     table.to_html(index=False, escape=False, na_rep="", float_format=lambda v: f"{v:.2f}"),
                     intro="Each page opens offline: the inputs, the acquired and synthetic CE-T1, the error and "
-                          "uncertainty of the best model, linked axial / coronal / sagittal views, the tumour "
-                          "outlines and the patient's metrics.")
+                          "uncertainty of the best model, in four linked panes of axial / coronal / sagittal views "
+                          "(a menu above each pane switches its volume), the tumour outlines and the patient's "
+                          "metrics.")
 
 
 _TEMPLATE = """<!DOCTYPE html>
@@ -247,6 +271,7 @@ body.single #grid{grid-template-columns:repeat(auto-fill,minmax(220px,1fr))}
 figure{margin:0;background:#000}
 figcaption{padding:2px 4px;white-space:nowrap;overflow:hidden}
 figcaption .value{float:right;color:#fc6}
+figcaption select{background:#222;color:#ddd;border:1px solid #444;font:13px sans-serif;max-width:75%}
 .view{aspect-ratio:3.1}
 body.single .view{aspect-ratio:1}
 aside{width:330px;overflow-x:auto}
@@ -329,28 +354,50 @@ function setOutline(shown) {
 }
 
 function setThreshold(value) {
-  config.panes.forEach((pane, i) => {
-    if (!pane.overlay) return;
-    const nv = viewer.panes[i];
+  viewer.threshold = value;
+  for (const nv of viewer.panes) {
+    if (!config.panes[nv.shown].overlay) continue;
     nv.volumes[1].cal_min = value;
     nv.updateGLVolume();
-  });
+  }
   document.getElementById("threshold-value").textContent = Number(value).toFixed(3);
 }
 
-async function addPane(grid, pane, i) {
+function addFigure(grid, i) {
   const figure = document.createElement("figure");
-  figure.innerHTML = `<figcaption><span class="title"></span><span class="value" id="value-${i}"></span>` +
-    `</figcaption><div class="view"><canvas id="pane-${i}" tabindex="0"></canvas></div>`;
-  figure.querySelector(".title").textContent = pane.title;
+  figure.innerHTML = `<figcaption><select aria-label="volume of pane ${i + 1}"></select>` +
+    `<span class="value" id="value-${i}"></span></figcaption>` +
+    `<div class="view"><canvas id="pane-${i}" tabindex="0"></canvas></div>`;
+  const menu = figure.querySelector("select");
+  config.panes.forEach((pane, k) => menu.add(new Option(pane.title, k)));
+  menu.value = config.shown[i];
   grid.appendChild(figure);
+  return figure;
+}
+
+// Entry k of config.panes in this pane, in place of what it showed (same grid: crosshair and outlines stay).
+async function show(nv, k) {
+  const pane = config.panes[k], old = nv.volumes.slice();
+  nv.addVolume(await volume(pane.volume, pane.colormap, pane.window, 1));
+  if (pane.overlay) {
+    const from = viewer.threshold ?? pane.overlayWindow[0];
+    nv.addVolume(await volume(pane.overlay, "warm", [from, pane.overlayWindow[1]], 0.7));
+  }
+  for (const v of old) nv.removeVolume(v);
+  nv.opts.isColorbar = pane.colormap !== "gray";
+  nv.shown = k;
+  nv.drawScene();
+}
+
+async function addPane(figure, k) {
   const nv = new niivue.Niivue({backColor: [0, 0, 0, 1], crosshairColor: [1, 0.8, 0, 0.8], crosshairWidth: 1,
     crosshairWidthUnit: "pixels",  // a voxel-wide line hides a small grid's structures
     multiplanarShowRender: niivue.SHOW_RENDER.NEVER, multiplanarLayout: niivue.MULTIPLANAR_TYPE.ROW,
-    dragAndDropEnabled: false, isColorbar: pane.colormap !== "gray", logLevel: "error", loadingText: ""});
+    dragAndDropEnabled: false, logLevel: "error", loadingText: ""});
   await nv.attachToCanvas(figure.querySelector("canvas"));
-  nv.addVolume(await volume(pane.volume, pane.colormap, pane.window, 1));
-  if (pane.overlay) nv.addVolume(await volume(pane.overlay, "warm", pane.overlayWindow, 0.7));
+  await show(nv, k);
+  const menu = figure.querySelector("select");
+  menu.addEventListener("change", async () => { await show(nv, Number(menu.value)); menu.blur(); showValues(); });
   if (config.labels) {
     nv.loadDrawing(await volume(config.labels, "gray", [0, 2], 1));
     nv.drawRimOpacity = 1;  // the labels' edges only: the fill is nearly transparent
@@ -366,9 +413,11 @@ async function addPane(grid, pane, i) {
 async function main() {
   await loadNiivue();
   const grid = document.getElementById("grid");
+  // The whole grid first: a pane added later would resize (and redraw) every pane above it.
+  const figures = config.shown.map((k, i) => addFigure(grid, i));
   // one after the other, so that the first panes show while the others load
-  for (const [i, pane] of config.panes.entries()) {
-    viewer.panes.push(await addPane(grid, pane, i));
+  for (const [i, k] of config.shown.entries()) {
+    viewer.panes.push(await addPane(figures[i], k));
     viewer.firstPaneMs = viewer.firstPaneMs || performance.now();
   }
   showValues();
@@ -387,7 +436,7 @@ async function main() {
     for (const nv of viewer.panes) { nv.setSliceType(SLICE[e.target.value]); nv.resizeListener(); }
   });
   document.addEventListener("keydown", (e) => {
-    if (e.target.tagName === "CANVAS") return;  // NiiVue handles keys on its own canvas
+    if (["CANVAS", "SELECT"].includes(e.target.tagName)) return;  // NiiVue's own keys; a menu's own arrows
     const step = {ArrowUp: [0, 0, 1], ArrowDown: [0, 0, -1], ArrowRight: [1, 0, 0], ArrowLeft: [-1, 0, 0],
       PageUp: [0, 1, 0], PageDown: [0, -1, 0]}[e.key];
     if (step) { e.preventDefault(); move(...step); }
