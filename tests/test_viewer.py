@@ -262,3 +262,19 @@ def test_predict_viewer_in_chromium_shows_synthetic_and_thresholds_the_uncertain
     settled(browser)
     synthesis, overlaid = crops(browser.screenshot(tmp_path / "predict_threshold.png"), boxes)[-2:]
     assert np.abs(overlaid - synthesis).mean() < 1  # above the top of the map: nothing over the synthesis
+
+
+@needs_chromium
+def test_page_with_nan_empty_uncertainty_and_no_tumour_label_renders_in_chromium(tmp_path, browser):
+    page = report_page(tmp_path, tumour=False, nan=True, empty_uncertainty=True)
+    _, image = open_offline(browser, page, tmp_path / "odd.png")
+    boxes = pane_boxes(browser)
+    assert len(boxes) == 4 and red_pixels(image) == 0  # no labels: no outline
+    for crop in crops(image, boxes)[:3]:  # t1, the truth and the synthesis with a NaN voxel drew
+        assert (crop.max(axis=2) > 40).mean() > 0.05 and crop.std() > 15
+    last = len(config_of(page.read_text())["panes"]) - 1  # the all-zero uncertainty map, into the last pane
+    browser.evaluate(f"(() => {{ const m = document.querySelector('select[aria-label=\"volume of pane 4\"]'); "
+                     f"m.value = {last}; m.dispatchEvent(new Event('change')); }})()")
+    settled(browser)
+    assert browser.evaluate("cesynthViewer.error") is None
+    assert browser.evaluate("cesynthViewer.panes[3].shown") == last

@@ -83,9 +83,9 @@ def write_study(study: StudyInputs, metric_paths, outputs):
     write_table(flat.reset_index(), outputs.summary_tsv)
     endpoints = endpoint_tests(metrics, models[1], baseline)  # every study: identity first, then its models
     write_table(endpoints, outputs.endpoints_tsv)
-    write_html_page(outputs.summary, "Mean ± sd per model (paper Tables I and II)", summary.to_html(na_rep=""),
-                    intro=primary_line(endpoints) + " Every test patient in a slice viewer: viewers.html beside "
-                          "this page (written by `snakemake viewers`).")
+    write_html_page(outputs.summary, "Mean ± sd per model (paper Tables I and II)",
+                    summary.to_html(na_rep="") + "<p>Every test patient in a slice viewer: <a href='viewers.html'>"
+                    "viewers.html</a> beside this page.</p>", intro=primary_line(endpoints))
 
     ttests = pd.concat([paired_tests(metrics[metrics.set == s], [m for m in METRICS if m in metrics])
                         .assign(set=s) for s in ("test_A", "B") if (metrics.set == s).any()], ignore_index=True)
