@@ -1,5 +1,7 @@
 """Shared fixtures: small real images and preprocessed stacks made on the fly."""
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +69,8 @@ def predict_sheet(folder: Path, scans: int = 1, modalities=("t1", "t2", "adc")) 
     sheet = folder / "new_patients.tsv"
     sheet.write_text("\n".join(rows) + "\n")
     return sheet
+
+
+def viewer_config(text: str) -> dict:
+    """The configuration (panes, shown, labels, ...) that a viewer page (cesynth.evaluate.viewer) carries."""
+    return json.loads(re.search(r'<script type="application/json" id="config">(.*?)</script>', text).group(1))

@@ -5,7 +5,6 @@ threshold)."""
 import base64
 import gzip
 import html
-import json
 import re
 
 import nibabel as nib
@@ -16,15 +15,11 @@ import pytest
 from cesynth.evaluate import viewer
 from cesynth.infer.predict import WARNING
 from cesynth.io import Stack, save_nifti
-from conftest import make_stack
+from conftest import make_stack, viewer_config
 from headless_chromium import CHROMIUM, Browser
 
 MODALITIES = ["t1", "t2", "adc"]
 MODELS = ["unet2d", "hrfcn3d"]
-
-
-def config_of(text):
-    return json.loads(re.search(r'<script type="application/json" id="config">(.*?)</script>', text).group(1))
 
 
 def payload(text, key):
@@ -85,7 +80,7 @@ def test_encode_volume_keeps_values_within_half_a_level_and_nan_becomes_the_mini
 
 def test_report_page_has_every_pane_the_labels_and_only_this_patients_metrics(tmp_path):
     text = report_page(tmp_path).read_text()
-    config = config_of(text)
+    config = viewer_config(text)
     assert [p["title"] for p in config["panes"]] == [
         *MODALITIES, "ce_t1 (acquired)", "unet2d (synthetic)", "hrfcn3d (synthetic)", "|hrfcn3d - ce_t1|",
         "uncertainty hrfcn3d"]  # hrfcn3d: the highest mean brain PSNR
@@ -108,7 +103,7 @@ def test_report_page_has_every_pane_the_labels_and_only_this_patients_metrics(tm
 
 def test_page_with_nan_empty_uncertainty_and_no_tumour_label_still_builds(tmp_path):
     text = report_page(tmp_path, tumour=False, nan=True, empty_uncertainty=True).read_text()
-    config = config_of(text)
+    config = viewer_config(text)
     assert config["labels"] is None and '<label class="hidden"><input type="checkbox" id="outline"' in text
     unet = payload(text, config["panes"][4]["volume"]).get_fdata()
     assert np.isfinite(unet).all() and unet.max() > 0.3
@@ -119,7 +114,7 @@ def test_page_with_nan_empty_uncertainty_and_no_tumour_label_still_builds(tmp_pa
 
 def test_predict_page_is_marked_synthetic_with_uncertainty_over_the_synthesis(tmp_path):
     text = predict_page(tmp_path).read_text()
-    config = config_of(text)
+    config = viewer_config(text)
     assert [p["title"] for p in config["panes"]] == [*MODALITIES, "SYNTHETIC ce_t1 (hrfcn3d)",
                                                      "SYNTHETIC ce_t1 + uncertainty"]
     assert config["shown"] == [0, 3, 4]
@@ -129,7 +124,7 @@ def test_predict_page_is_marked_synthetic_with_uncertainty_over_the_synthesis(tm
     assert 0 < low < high and (spread > low).mean() < 0.2  # starts at a threshold that shows a minority
     assert f'<div class="banner">{html.escape(WARNING)}</div>' in text and WARNING.startswith("SYNTHETIC")
     assert "<title>SYNTHETIC CE-T1: NEW1</title>" in text
-    no_map = config_of(predict_page(tmp_path / "b", uncertainty=False).read_text())
+    no_map = viewer_config(predict_page(tmp_path / "b", uncertainty=False).read_text())
     assert [p["title"] for p in no_map["panes"]][-1] == "SYNTHETIC ce_t1 (hrfcn3d)" and no_map["shown"] == [0, 3]
 
 
@@ -150,7 +145,7 @@ def test_too_many_panes_or_a_pane_beyond_the_volumes_are_refused():
         viewer.page("t", [pane] * (viewer.MAX_PANES + 1), np.eye(4))
     with pytest.raises(ValueError, match=r"shown \[0, 2\] names a pane beyond the 2 given"):
         viewer.page("t", [pane] * 2, np.eye(4), shown=[0, 2])
-    assert config_of(viewer.page("t", [pane] * 20, np.eye(4), shown=[19, 0]))["shown"] == [19, 0]
+    assert viewer_config(viewer.page("t", [pane] * 20, np.eye(4), shown=[19, 0]))["shown"] == [19, 0]
 
 
 # --- in the browser -------------------------------------------------------------------------------------------
@@ -186,6 +181,12 @@ def red_pixels(image):
     return int(((r > 200) & (g < 60) & (b < 60)).sum())
 
 
+def choose(browser, pane, k):
+    """Pick entry ``k`` of the page's volumes in the menu of pane ``pane`` (from 1), as a reader would."""
+    browser.evaluate(f"(() => {{ const m = document.querySelector('select[aria-label=\"volume of pane {pane}\"]'); "
+                     f"m.value = {k}; m.dispatchEvent(new Event('change')); }})()")
+
+
 def open_offline(browser, path, screenshot):
     seconds = browser.open(path)
     assert browser.evaluate("cesynthViewer.error") is None
@@ -206,9 +207,7 @@ def test_report_viewer_in_chromium_draws_links_and_toggles_outlines(tmp_path, br
 
     # a pane's menu switches it to another volume (here the first pane from t1 to the real CE-T1, whose
     # tumour is bright), the others stay; switched back, it draws as before
-    choose = "(k => { const m = document.querySelector('select[aria-label=\"volume of pane 1\"]'); m.value = k; " \
-             "m.dispatchEvent(new Event('change')); })"
-    browser.evaluate(f"{choose}(3)")
+    choose(browser, 1, 3)
     settled(browser)
     switched = crops(browser.screenshot(tmp_path / "report_menu.png"), boxes)
     assert np.abs(switched[0] - crops(before, boxes)[0]).mean() > 1
@@ -216,7 +215,7 @@ def test_report_viewer_in_chromium_draws_links_and_toggles_outlines(tmp_path, br
     assert red_pixels(switched[0]) == red_pixels(crops(before, boxes)[0]) > 5  # the outline stays on
     for old, new in zip(crops(before, boxes)[1:], switched[1:]):
         assert np.abs(new - old).mean() < 0.05
-    browser.evaluate(f"{choose}(0)")
+    choose(browser, 1, 0)
     settled(browser)
     assert np.abs(crops(browser.screenshot(), boxes)[0] - crops(before, boxes)[0]).mean() < 0.05
 
@@ -272,9 +271,8 @@ def test_page_with_nan_empty_uncertainty_and_no_tumour_label_renders_in_chromium
     assert len(boxes) == 4 and red_pixels(image) == 0  # no labels: no outline
     for crop in crops(image, boxes)[:3]:  # t1, the truth and the synthesis with a NaN voxel drew
         assert (crop.max(axis=2) > 40).mean() > 0.05 and crop.std() > 15
-    last = len(config_of(page.read_text())["panes"]) - 1  # the all-zero uncertainty map, into the last pane
-    browser.evaluate(f"(() => {{ const m = document.querySelector('select[aria-label=\"volume of pane 4\"]'); "
-                     f"m.value = {last}; m.dispatchEvent(new Event('change')); }})()")
+    last = len(viewer_config(page.read_text())["panes"]) - 1  # the all-zero uncertainty map, into the last pane
+    choose(browser, 4, last)
     settled(browser)
     assert browser.evaluate("cesynthViewer.error") is None
     assert browser.evaluate("cesynthViewer.panes[3].shown") == last

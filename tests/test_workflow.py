@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -10,11 +9,12 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from cesynth.evaluate.metrics import score_predictions
 from cesynth.inputs.cohort import load_samples
 from cesynth.io import Stack
-from conftest import REPO, nan_copy
+from conftest import REPO, nan_copy, viewer_config
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
@@ -146,14 +146,13 @@ def test_every_test_scan_of_every_model_has_an_uncertainty_map_scored_against_it
 def test_every_test_patient_of_every_study_has_a_viewer_page_with_that_studys_models(finished_run):
     split = pd.read_csv(finished_run / "results" / "split.tsv", sep="\t")
     test_scans = sorted(split.scan[split.set != "train"])
-    for study in ("baselines",):
+    studies = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())["studies"]
+    for study, models in studies.items():
         folder = finished_run / "results" / "studies" / study
         index = (folder / "viewers.html").read_text()
         assert [scan for scan in test_scans if f"href='viewer/{scan}.html'" in index] == test_scans
-        page = (folder / "viewer" / f"{test_scans[0]}.html").read_text()
-        titles = [p["title"] for p in json.loads(re.search(
-            r'<script type="application/json" id="config">(.*?)</script>', page).group(1))["panes"]]
-        assert {"unet2d (synthetic)", "hrfcn3d (synthetic)"} <= set(titles) and "identity (synthetic)" not in titles
+        titles = [p["title"] for p in viewer_config((folder / "viewer" / f"{test_scans[0]}.html").read_text())["panes"]]
+        assert [t for t in titles if t.endswith("(synthetic)")] == [f"{m} (synthetic)" for m in models]
 
 
 def test_finished_run_has_nothing_left_to_do(finished_run):

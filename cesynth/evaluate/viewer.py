@@ -181,22 +181,27 @@ def input_panes(stack: Stack, names, brain: np.ndarray) -> list[Pane]:
     return [Pane(name, image, window(image, brain)) for name, image in ((n, channel(stack, n)) for n in names)]
 
 
-def report_panes(stack: Stack, syntheses: dict, best: str, uncertainty, modalities, reference: str) -> list[Pane]:
+def report_panes(stack: Stack, syntheses: dict, best: str, uncertainty, modalities,
+                 reference: str) -> tuple[list[Pane], list[int]]:
     """Panes of one test patient: the inputs (own windows), the real CE-T1 and each model's synthesis (the real
     one's window, so brightness compares), |synthesis - truth| of ``best`` (0 to half that window) and its
-    ``uncertainty`` map (NIfTI path or None; 0 to its 99th percentile in the brain), all (X, Y, Z)."""
+    ``uncertainty`` map (NIfTI path or None; 0 to its 99th percentile in the brain), all (X, Y, Z); and the ones
+    shown at first: the first input, the real CE-T1, ``best``'s synthesis and its error."""
     brain = channel(stack, "brain_mask") > 0
     truth = channel(stack, reference)
     truth_window = window(truth, brain)
     panes = input_panes(stack, modalities, brain)
+    shown = [0, len(panes)]
     panes.append(Pane(f"{reference} (acquired)", truth, truth_window))
     images = {model: load_nifti(path)[0] for model, path in syntheses.items()}
+    shown.append(len(panes) + list(images).index(best))
     panes += [Pane(f"{model} (synthetic)", image, truth_window) for model, image in images.items()]
+    shown.append(len(panes))
     panes.append(Pane(f"|{best} - {reference}|", np.abs(images[best] - truth), (0.0, truth_window[1] / 2), "magma"))
     if uncertainty is not None:
         spread = load_nifti(uncertainty)[0]
         panes.append(Pane(f"uncertainty {best}", spread, window(spread, brain, 99), "magma"))
-    return panes
+    return panes, shown
 
 
 def report_viewer(path, *, scan: str, study: str, stack_path, models: dict, metrics: pd.DataFrame, modalities,
@@ -204,20 +209,15 @@ def report_viewer(path, *, scan: str, study: str, stack_path, models: dict, metr
     """The report's viewer of one test patient: :func:`report_panes` of ``models`` (model -> (synthesis, its
     uncertainty map or None), NIfTI paths) with the best model of ``metrics`` (the study's per-scan table;
     highest mean brain PSNR among the models with a map, as in the study's figures), the expert labels and the
-    patient's metrics. Four panes start on the first input, the real CE-T1, the best synthesis and its error;
-    the other volumes are in every pane's menu."""
+    patient's metrics; the panes not shown at first are in every pane's menu."""
     stack = Stack(stack_path)
     best = best_model(metrics, [m for m, (_, spread) in models.items() if spread] or list(models))
-    panes = report_panes(stack, {m: synth for m, (synth, _) in models.items()}, best, models[best][1], modalities,
-                         reference)
+    panes, shown = report_panes(stack, {m: synth for m, (synth, _) in models.items()}, best, models[best][1],
+                                modalities, reference)
     labels = label_map(*(channel(stack, c) if stack.has(c) else None for c in ("tumour_mask", "et_mask")))
     rows = metrics[metrics.scan == scan]
     table = rows[["model", *[c for c in METRIC_COLUMNS if c in rows and rows[c].notna().any()]]]
-    truth = len(modalities)
-    best_synthesis = truth + 1 + list(models).index(best)
-    error = truth + 1 + len(models)
-    return write_page(path, f"{study}: {scan}", panes, stack.affine, shown=[0, truth, best_synthesis, error],
-                      labels=labels, metrics=table,
+    return write_page(path, f"{study}: {scan}", panes, stack.affine, shown=shown, labels=labels, metrics=table,
                       note=f"model grid {'x'.join(map(str, panes[0].volume.shape))}; best model {best} "
                            "(highest mean brain PSNR of the study)")
 
