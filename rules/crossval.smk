@@ -45,10 +45,10 @@ if CROSSVAL:
             "../workflow_scripts/learning_curve.py"
 
     rule crossval:
-        """The cross-validated study: every cross-validation study's tables and figures, and the learning curve."""
+        """The cross-validated study: every cross-validation study's tables and figures (the learning curve, which
+        trains models of its own, is the target learning_curve)."""
         input:
             [study_file(s, "summary.html") for s in STUDIES],
-            rules.learning_curve.output if _CURVE_MODELS else [],
 
     rule ship:
         """The models that ship: crossval.ship trained on every patient, with cards that give out-of-fold numbers."""

@@ -66,7 +66,7 @@ def test_real_study_cross_validates_mixed_raw_and_preprocessed_scans(tmp_path):
     small = tmp_path / "small.yaml"
     small.write_text(yaml.safe_dump({**SMALL, **subset(tmp_path)}))
     work = tmp_path / "work"
-    cmd = [*SNAKEMAKE, "crossval", "ship", "--directory", str(work), "--cores", "2",
+    cmd = [*SNAKEMAKE, "crossval", "learning_curve", "ship", "--directory", str(work), "--cores", "2",
            "--configfile", str(REPO / "config" / "real.yaml"), str(small)]
     dry = subprocess.run([*cmd, "-n", "--forceall"], capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr[-3000:]
@@ -76,6 +76,10 @@ def test_real_study_cross_validates_mixed_raw_and_preprocessed_scans(tmp_path):
             assert trained[f"{model}_fold{fold}"] == {s for s, f in FOLDS.items() if f != fold}
     assert trained["hrfcn3d"] == set(FOLDS) and "unet2d" not in trained  # ship: hrfcn3d alone
     assert trained["hrfcn3d_fold1_n1"] < trained["hrfcn3d_fold1"] and len(trained["hrfcn3d_fold1_n1"]) == 1
+    study_only = subprocess.run([c for c in cmd if c not in ("learning_curve", "ship")] + ["-n", "--forceall"],
+                                capture_output=True, text=True)
+    assert study_only.returncode == 0, study_only.stderr[-3000:]
+    assert set(training_inputs(study_only.stdout)) == {f"{m}_fold{f}" for m in ("hrfcn3d", "unet2d") for f in (1, 2)}
 
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert result.returncode == 0, result.stderr[-6000:]
