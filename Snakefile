@@ -24,12 +24,11 @@ if os.environ.get(configcheck.CONFIGFILE_ENV):
     update_config(config, dict(workflow.config_settings.config))
 
 # Configuration errors stop here, all of them, one line each, before any job runs (no traceback).
-_problems = configcheck.problems(config, configcheck.load_schema(os.path.join(workflow.basedir, "config",
-                                                                               "schema.yaml")))
+_schema = configcheck.load_schema(os.path.join(workflow.basedir, "config", "schema.yaml"))
+_problems = configcheck.problems(config, _schema)
 if _problems:
     sys.exit("\n".join(_problems))
-if config.get("crossval", {}) is None:  # `crossval: null` switches a config's cross-validation off
-    del config["crossval"]
+configcheck.drop_switched_off(config, _schema)
 validate(config, "config/schema.yaml")  # fills the schema's defaults
 
 

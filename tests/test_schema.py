@@ -162,3 +162,10 @@ def test_a_renamed_key_says_its_new_name():
     assert configcheck.schema_problems(config, SCHEMA) == [
         "config: 'split.val_fraction' is now 'split.test_fraction' (same meaning); rename it in your config",
         "config: split: 'test_fraction' is a required property"]
+
+
+def test_only_sections_the_schema_lets_be_null_are_switched_off():
+    config = {"crossval": None, "predict": None, "training": {"width": 0.125}}
+    configcheck.drop_switched_off(config, SCHEMA)
+    assert config == {"predict": None, "training": {"width": 0.125}}  # predict may not be null: the schema says so
+    assert any(line.startswith("config: predict") for line in configcheck.schema_problems(config, SCHEMA))

@@ -37,6 +37,14 @@ def problems(config: dict, schema: dict) -> list[str]:
     return lines + [f"config: {line}" for line in semantic]
 
 
+def drop_switched_off(config: dict, schema: dict) -> None:
+    """Remove the sections set to null that the schema allows to be (``crossval: null`` switches cross-validation
+    off over a config that has it): the schema's defaults would otherwise be filled into None."""
+    for key, section in schema.get("properties", {}).items():
+        if config.get(key, {}) is None and "object" in section.get("type", []) and "null" in section.get("type", []):
+            del config[key]
+
+
 def predict_problems(config: dict) -> list[str]:
     """The predict section of a run that predicts (a sample sheet is named): its model and its given weights."""
     from cesynth.evaluate.modelcard import card_path
