@@ -61,7 +61,7 @@ rule all:
         rules.provenance.output,
         rules.viewers.input,
         rules.crossval.input if CROSSVAL else [],
-        rules.learning_curve.output if CROSSVAL and CROSSVAL.get("learning_curve") else [],
+        rules.learning_curve.output if CURVE_MODELS else [],
 
 
 onstart:
@@ -75,7 +75,7 @@ onstart:
 
 # Target rules besides the studies, for `snakemake targets` and the unknown-target message.
 OTHER_TARGETS = ["all", "preprocess_all", "predict", "viewers", "targets", *(["crossval", "ship"] if CROSSVAL else []),
-                 *(["learning_curve"] if CROSSVAL and CROSSVAL.get("learning_curve") else [])]
+                 *(["learning_curve"] if CURVE_MODELS else [])]
 
 # `snakemake targets` on its own is answered here: as a job it would first need --cores, and print nothing with -n.
 # The rule below serves the other callers (the API, or `targets` among other targets).

@@ -67,12 +67,14 @@ else:
     SPLIT = load_split(config["split"], SAMPLES.reset_index(drop=True)).set_index("scan", drop=False)
     TRAIN = list(SPLIT.scan[SPLIT.set == "train"])
 TEST = list(SPLIT.scan[SPLIT.set.isin(["test_A", "B"])])
+CURVE_MODELS = CV.curve_models((CROSSVAL or {}).get("learning_curve"))  # the learning curve's points, if any
 # Which scans each model is applied to, by group of models (the rules infer and uncertainty, one per group).
 APPLIED = {"": ([m for m in config["models"] if m not in CV.models and m not in CV.pooled], TEST),
            **{f"_fold{k}": ([m for m, f in CV.models.items() if f.fold == k], list(scans))
               for k, scans in CV.folds.items()}}
 # Under cross-validation only the studies of pooled models: any other would score models on their training scans.
 STUDIES = [s for s, models in config["studies"].items() if not CROSSVAL or set(models) <= set(CV.pooled)]
+config["studies"] = {s: config["studies"][s] for s in STUDIES}  # what `snakemake targets` offers, too
 MODELS_IN_STUDIES = sorted({t for s in STUDIES for m in config["studies"][s] for t in CV.pooled.get(m, [m])})
 VALIDATION = validation_scans(SPLIT, "none" if CROSSVAL else config["split"]["validation"])
 # the cohort of the model cards; under cross-validation the plain models train on every scan

@@ -21,13 +21,11 @@ if CROSSVAL:
         script:
             "../workflow_scripts/pool_oof.py"
 
-    _CURVE_MODELS = CV.curve_models(CROSSVAL.get("learning_curve"))
-
     rule learning_curve:
         """Out-of-fold gain over identity against the number of training patients, with a log-linear trend and
         its projection to larger cohorts (extrapolation)."""
         input:
-            metrics=[layout.path("metrics", model=m) for m in _CURVE_MODELS],
+            metrics=[layout.path("metrics", model=m) for m in CURVE_MODELS],
             identity=layout.path("metrics", model=plans.IDENTITY),
         output:
             table=report(study_file("learning_curve", "learning_curve.tsv"), caption="../report/learning_curve.rst",
@@ -36,7 +34,7 @@ if CROSSVAL:
             figure=report(study_file("learning_curve", "learning_curve.png"), caption="../report/learning_curve.rst",
                           category="Learning curve", labels={"figure": "learning curve"}),
         params:
-            models=_CURVE_MODELS,
+            models=CURVE_MODELS,
         conda:
             "../envs/evaluate.yaml"
         log:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from cesynth.pipeline import configcheck
-from conftest import REPO
+from conftest import REPO, SHARED
 from docs_commands import fresh_clone, run_command, user_env
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
@@ -143,6 +143,16 @@ def test_targets_prints_them_as_the_readme_says(tmp_path, command):
     assert "studies: baselines (unet2d, unet3d, hrfcn2d, hrfcn3d); ablation_inputs" in result.stdout, result.out
     assert "other targets: all, preprocess_all, predict, viewers, targets" in result.stdout
     assert not (clone / "results").exists()
+
+
+@pytest.mark.skipif(not (SHARED / "data").is_dir(), reason="../shared/data not available")
+def test_targets_under_cross_validation_offer_only_what_it_runs():
+    """config/real.yaml: the default studies would score models on their own training patients, so they are not
+    built there, nor offered; the learning curve is a target of its own."""
+    result = run(REPO, "targets", "--configfile", str(REPO / "config" / "real.yaml"))
+    assert result.returncode == 0, result.out[-3000:]
+    assert "studies: oof (hrfcn3d_oof, unet2d_oof). models:" in result.stdout, result.out
+    assert "other targets: all, preprocess_all, predict, viewers, targets, crossval, ship, learning_curve" in result.stdout
 
 
 def test_predict_misconfiguration_is_one_line(tmp_path):

@@ -21,8 +21,8 @@ Where the commands run:
 """
 
 import io
-import re
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
